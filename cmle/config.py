@@ -1,0 +1,289 @@
+"""Typed settings from ``conf/config.ini``, environment overrides and secrets.
+
+Precedence (highest first): an environment variable ``CMLE_<SECTION>_<KEY>`` (for example
+``CMLE_AUTHENTICATION_CLIENT_SECRET``), a git-ignored ``<config>.local.ini`` next to the
+file, the file itself. The file is chosen by parameter, else ``CMLE_CONFIG``, else
+``conf/config.ini`` in the working directory, else the template shipped in the package.
+
+Secrets are held in :class:`Secret`, whose ``repr``/``str`` never show the value; their
+values are registered with :mod:`cmle.redact` so that no log line can carry them.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cmle import redact
+from cmle.errors import ConfigError
+
+ENV_PREFIX = "CMLE_"
+CONFIG_ENV = "CMLE_CONFIG"
+DEFAULT_CONFIG = Path("conf") / "config.ini"
+
+BACKENDS = ("local", "aep")
+ENGINES = ("local", "spark")
+ENVIRONMENTS_HINT = "prod, stage, int or dev"
+DATA_FORMATS = ("parquet", "csv", "json")
+COMPRESSIONS = ("gzip", "snappy", "zstd", "none")
+
+
+class Secret:
+    """A secret string: usable through :meth:`get`, never printed."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+        redact.register(value)
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _meta(*, default: Any = None, required: bool = False, secret: bool = False, choices=None, kind=str,
+          help: str = ""):
+    return field(default=default, metadata={"required": required, "secret": secret, "choices": choices,
+                                            "kind": kind, "help": help})
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    """Section ``[Platform]``."""
+
+    ims_org_id: str = _meta(default="", help="IMS organisation id (AEP backend)")
+    sandbox_name: str = _meta(default="prod", help="AEP sandbox name")
+    environment: str = _meta(default="prod", help="AEP environment: " + ENVIRONMENTS_HINT)
+    backend: str = _meta(default="local", choices=BACKENDS, help="local (embedded) or aep")
+    local_root: str = _meta(default=".cmle/platform", help="folder of the embedded platform")
+    tenant_id: str = _meta(default="cmle", help="tenant id of the embedded platform (AEP reads its own)")
+    owner: str = _meta(default="cmle", help="suffix of every resource name, to tell users apart")
+    platform_url: str = _meta(default="", help="override of the AEP API base URL")
+    ims_url: str = _meta(default="", help="override of the IMS base URL")
+    request_timeout: float = _meta(default=60.0, kind=float, help="seconds per HTTP request")
+    engine: str = _meta(default="local", choices=ENGINES, help="local (DuckDB/pandas) or spark")
+
+
+@dataclass(frozen=True)
+class AuthenticationSettings:
+    """Section ``[Authentication]``."""
+
+    client_id: str = _meta(default="", help="OAuth server-to-server client id")
+    client_secret: Secret = _meta(default=None, secret=True, help="set CMLE_AUTHENTICATION_CLIENT_SECRET")
+    scopes: str = _meta(default="openid, AdobeID, read_organizations, additional_info.projectedProductContext, "
+                                "session", help="OAuth scopes, comma separated")
+    tech_acct_id: str = _meta(default="", help="technical account id (kept for the CMLE template)")
+
+
+@dataclass(frozen=True)
+class CloudSettings:
+    """Section ``[Cloud]``."""
+
+    export_path: str = _meta(default="cmle/egress", help="folder of dataset exports in cloud storage")
+    import_path: str = _meta(default="cmle/ingress", help="folder of score files in cloud storage")
+    data_format: str = _meta(default="parquet", choices=DATA_FORMATS, help="export file format")
+    compression_type: str = _meta(default="gzip", choices=COMPRESSIONS, help="export compression")
+    model_name: str = _meta(default="cmle_propensity_model", help="registered model name")
+    storage_url: str = _meta(default="", help="cloud storage root URL (default: <local_root>/landing)")
+
+
+@dataclass(frozen=True)
+class MLflowSettings:
+    """Section ``[MLflow]``."""
+
+    tracking_uri: str = _meta(default="sqlite:///mlflow.db", help="MLflow tracking URI")
+    registry_uri: str = _meta(default="", help="MLflow registry URI (default: the tracking URI)")
+    experiment_name: str = _meta(default="cmle", help="MLflow experiment name")
+
+
+@dataclass(frozen=True)
+class Settings:
+    platform: PlatformSettings = field(default_factory=PlatformSettings)
+    authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
+    cloud: CloudSettings = field(default_factory=CloudSettings)
+    mlflow: MLflowSettings = field(default_factory=MLflowSettings)
+    source: str = ""  # the file the settings came from, for messages
+
+    @property
+    def local_root(self) -> Path:
+        return Path(self.platform.local_root)
+
+    @property
+    def storage_url(self) -> str:
+        """Root URL of 'cloud storage' (exports and score files)."""
+        return self.cloud.storage_url or str(self.local_root / "landing")
+
+    @property
+    def work_dir(self) -> Path:
+        """Local folder for side outputs that are not platform data (the synthetic oracle)."""
+        return self.local_root.parent / "work"
+
+    def public_dict(self) -> dict[str, str]:
+        """Every non-secret setting as ``section.key -> value`` (safe to log)."""
+        out = {}
+        for section_name, section in SECTIONS.items():
+            obj = getattr(self, section_name.lower())
+            for f in fields(obj):
+                if f.metadata.get("secret"):
+                    continue
+                out[f"{section_name}.{f.name}"] = str(getattr(obj, f.name))
+        return out
+
+
+SECTIONS: dict[str, type] = {
+    "Platform": PlatformSettings,
+    "Authentication": AuthenticationSettings,
+    "Cloud": CloudSettings,
+    "MLflow": MLflowSettings,
+}
+
+
+def env_name(section: str, key: str) -> str:
+    """The environment variable that overrides ``[section] key``."""
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+
+
+def resolve_config_path(path: str | os.PathLike | None = None, env: dict | None = None) -> Path | None:
+    """The config file to read: the parameter, ``CMLE_CONFIG``, ``conf/config.ini``; None if none exists."""
+    env = os.environ if env is None else env
+    chosen = path or env.get(CONFIG_ENV) or ""
+    if chosen:
+        p = Path(chosen).expanduser()
+        if not p.is_file():
+            where = "the --config parameter" if path else CONFIG_ENV
+            raise ConfigError(f"config file {p} (from {where}) does not exist; "
+                              f"copy conf/config.ini from the project and point {where} at it")
+        return p
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def _convert(section: str, key: str, raw: str, f) -> Any:
+    kind = f.metadata.get("kind", str)
+    value: Any = raw.strip()
+    if f.metadata.get("secret"):
+        return Secret(value)
+    if kind is float:
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"[{section}] {key} = {raw!r} is not a number") from None
+        if value <= 0:
+            raise ConfigError(f"[{section}] {key} = {raw!r} must be positive")
+        return value
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"[{section}] {key} = {raw!r} is not one of: {', '.join(choices)}")
+    return value
+
+
+def load_settings(path: str | os.PathLike | None = None, env: dict | None = None) -> Settings:
+    """Load, merge and validate the settings; raise :class:`ConfigError` naming section and key."""
+    env = dict(os.environ if env is None else env)
+    cfg_path = resolve_config_path(path, env)
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # keep key case as written
+    files = []
+    if cfg_path is not None:
+        files.append(cfg_path)
+        local = cfg_path.with_name(cfg_path.stem + ".local.ini")
+        if local.is_file():
+            files.append(local)
+    for f_ in files:
+        try:
+            with open(f_, encoding="utf-8") as fh:
+                parser.read_file(fh, source=str(f_))
+        except configparser.Error as exc:
+            raise ConfigError(f"config file {f_} is malformed: {exc}") from None
+
+    known = {s.lower(): s for s in SECTIONS}
+    for sec in parser.sections():
+        if sec.lower() not in known:
+            raise ConfigError(f"config file {cfg_path}: unknown section [{sec}]; "
+                              f"known sections are {', '.join(SECTIONS)}")
+
+    built = {}
+    for section, cls in SECTIONS.items():
+        file_section = next((s for s in parser.sections() if s.lower() == section.lower()), None)
+        values = {}
+        valid = {f.name for f in fields(cls)}
+        if file_section is not None:
+            for key in parser[file_section]:
+                if key.lower() not in valid:
+                    raise ConfigError(f"[{section}] {key}: unknown key; known keys: {', '.join(sorted(valid))}")
+        for f in fields(cls):
+            raw = None
+            if file_section is not None:
+                for key in parser[file_section]:
+                    if key.lower() == f.name:
+                        raw = parser[file_section][key]
+            raw = env.get(env_name(section, f.name), raw)
+            if raw is None or (raw.strip() == "" and not f.metadata.get("secret")):
+                if f.metadata.get("required"):
+                    raise ConfigError(f"[{section}] {f.name} is missing; set it in the config file "
+                                      f"or in {env_name(section, f.name)}")
+                values[f.name] = Secret("") if f.metadata.get("secret") else f.default
+                continue
+            values[f.name] = _convert(section, f.name, raw, f)
+        built[section.lower()] = cls(**values)
+
+    settings = Settings(**built, source=str(cfg_path) if cfg_path else "<defaults>")
+    _validate(settings)
+    return _absolutise(settings)
+
+
+def _validate(s: Settings) -> None:
+    if s.platform.backend == "aep":
+        missing = [(sec, key) for sec, key, val in (
+            ("Platform", "ims_org_id", s.platform.ims_org_id),
+            ("Platform", "sandbox_name", s.platform.sandbox_name),
+            ("Authentication", "client_id", s.authentication.client_id),
+            ("Authentication", "client_secret", s.authentication.client_secret),
+            ("Authentication", "scopes", s.authentication.scopes),
+        ) if not val]
+        if missing:
+            sec, key = missing[0]
+            names = ", ".join(f"[{a}] {b}" for a, b in missing)
+            raise ConfigError(f"backend = aep needs {names}; set [{sec}] {key} in the config file or "
+                              f"{env_name(sec, key)} in the environment (secrets only in the environment)")
+    if not s.platform.sandbox_name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"[Platform] sandbox_name = {s.platform.sandbox_name!r} is not a valid sandbox name")
+    if not s.platform.tenant_id.replace("_", "").isalnum():
+        raise ConfigError(f"[Platform] tenant_id = {s.platform.tenant_id!r} must be letters, digits and _")
+    if not s.platform.owner.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"[Platform] owner = {s.platform.owner!r} must be letters, digits, - and _")
+    for key in ("export_path", "import_path"):
+        val = getattr(s.cloud, key)
+        if not val or val.startswith("/") or ".." in val.split("/"):
+            raise ConfigError(f"[Cloud] {key} = {val!r} must be a relative folder such as cmle/egress")
+    if not s.cloud.model_name or any(c.isspace() for c in s.cloud.model_name):
+        raise ConfigError(f"[Cloud] model_name = {s.cloud.model_name!r} must be a name without spaces")
+    if s.mlflow.tracking_uri.rstrip("/").endswith("mlruns") and s.mlflow.tracking_uri.startswith(("file:", ".", "/")):
+        raise ConfigError(f"[MLflow] tracking_uri = {s.mlflow.tracking_uri!r}: MLflow 3 refuses the file store; "
+                          "use sqlite:///mlflow.db or an http(s) server")
+
+
+def _absolutise(s: Settings) -> Settings:
+    """Make the local root absolute now, so a later chdir (mlflow run) does not move it."""
+    from dataclasses import replace
+
+    root = Path(s.platform.local_root).expanduser()
+    if not root.is_absolute():
+        root = Path.cwd() / root
+    return replace(s, platform=replace(s.platform, local_root=str(root)))

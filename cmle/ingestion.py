@@ -1,0 +1,108 @@
+"""Batch ingestion through the platform seam, idempotent and with a deadline.
+
+A batch is tagged with a deterministic ``cmle.key`` (what it holds, e.g. the synthetic
+data's parameters or a score run's id). Ingesting the same key again finds the successful
+batch and returns it instead of sending the data twice; a batch of the same key still in
+progress is waited for; failed ones are retried with a new batch. With ``replace=True``
+the dataset's other successful batches are reverted once the new one succeeded, so the
+dataset then holds exactly this content.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cmle.errors import BatchFailedError, PlatformError
+from cmle.platform.base import BATCH_SUCCESS, Batch, Platform
+
+log = logging.getLogger(__name__)
+
+KEY_TAG = "cmle.key"
+# AEP's advice: files under 256 MB through the small-file upload.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    batch: Batch
+    reused: bool  # True when an existing successful batch with the same key was found
+
+
+def find_batch(platform: Platform, dataset_id: str, key: str) -> Batch | None:
+    """The newest successful-or-running batch of the dataset carrying ``key``."""
+    found = None
+    for b in platform.list_batches(dataset_id):
+        if b.tags.get(KEY_TAG) == key and b.status not in ("failed", "aborted", "abandoned", "deleted", "inactive"):
+            found = b
+    return found
+
+
+def wait_for_batch(platform: Platform, batch_id: str, timeout_s: float = 1800.0,
+                   poll_s: float = 0.2, max_poll_s: float = 30.0) -> Batch:
+    """Poll until the batch is terminal; raise on failure (with the platform's reasons) or timeout."""
+    deadline = time.monotonic() + timeout_s
+    delay = poll_s
+    while True:
+        b = platform.get_batch(batch_id)
+        if b.terminal:
+            if b.status != BATCH_SUCCESS:
+                reasons = "; ".join(b.errors) or "no reason given"
+                raise BatchFailedError(f"batch {batch_id} ended {b.status}: {reasons}")
+            return b
+        if time.monotonic() >= deadline:
+            raise BatchFailedError(f"batch {batch_id} still {b.status} after {timeout_s:.0f} s; "
+                                   "check it on the platform and re-run: the stage will not ingest twice")
+        time.sleep(delay)
+        delay = min(delay * 2, max_poll_s)
+
+
+def parquet_bytes(table: pa.Table, compression: str = "snappy") -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression=compression)
+    return buf.getvalue()
+
+
+def split_table(table: pa.Table, max_rows: int) -> list[pa.Table]:
+    return [table.slice(i, max_rows) for i in range(0, max(table.num_rows, 1), max_rows)]
+
+
+def ingest_tables(platform: Platform, dataset_id: str, tables: Iterable[pa.Table], key: str,
+                  replace: bool = False, timeout_s: float = 1800.0, file_prefix: str = "part") -> IngestResult:
+    """Ingest ``tables`` (each one file) as ONE batch tagged ``key``; idempotent by key."""
+    existing = find_batch(platform, dataset_id, key)
+    if existing is not None:
+        b = wait_for_batch(platform, existing.id, timeout_s) if not existing.terminal else existing
+        log.info("dataset %s already holds batch %s for %s: not ingesting again", dataset_id, b.id, key)
+        if replace:
+            _revert_others(platform, dataset_id, keep=b.id)
+        return IngestResult(batch=b, reused=True)
+    batch_id = platform.create_batch(dataset_id, {KEY_TAG: key})
+    n = 0
+    for i, table in enumerate(tables):
+        data = parquet_bytes(table)
+        if len(data) > MAX_FILE_BYTES:
+            raise PlatformError(f"file {i} of batch {batch_id} is {len(data) >> 20} MB; split it below 256 MB")
+        platform.upload_file(batch_id, dataset_id, f"{file_prefix}-{i:05d}.parquet", data)
+        n += 1
+    if n == 0:
+        raise PlatformError(f"nothing to ingest into dataset {dataset_id}")
+    platform.complete_batch(batch_id)
+    b = wait_for_batch(platform, batch_id, timeout_s)
+    log.info("batch %s: %d records ingested into dataset %s", b.id, b.records, dataset_id)
+    if replace:
+        _revert_others(platform, dataset_id, keep=b.id)
+    return IngestResult(batch=b, reused=False)
+
+
+def _revert_others(platform: Platform, dataset_id: str, keep: str) -> None:
+    for other in platform.list_batches(dataset_id):
+        if other.id != keep and other.status == BATCH_SUCCESS:
+            log.info("reverting batch %s of dataset %s (replaced by %s)", other.id, dataset_id, keep)
+            platform.delete_batch(other.id)

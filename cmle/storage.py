@@ -1,0 +1,193 @@
+"""Cloud storage laid out as AEP lays out dataset exports.
+
+``{root}/{path}/{dataset_id}/exportTime=YYYYMMDDHHMMSS/part-*.parquet``
+
+The root is a URL: a local folder (default), ``s3://``, ``abfs://``/``abfss://`` or
+``gs://`` through fsspec (the matching fsspec driver, s3fs, adlfs or gcsfs, must be
+installed). Writes are atomic: on a local file system a folder is written under a hidden
+temporary name and renamed into place; on object stores, where there is no rename, an
+``_IN_PROGRESS`` marker is written first and removed last, and readers skip folders that
+still carry it. Readers pick the newest export by the *parsed* timestamp, never by listing
+order, and read every part.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cmle.errors import CmleError, NotFoundError
+
+EXPORT_TIME_FORMAT = "%Y%m%d%H%M%S"
+_EXPORT_DIR = re.compile(r"^exportTime=(\d{14})$")
+IN_PROGRESS = "_IN_PROGRESS"
+_REMOTE = ("s3://", "s3a://", "abfs://", "abfss://", "gs://", "gcs://", "az://")
+
+
+@dataclass(frozen=True)
+class ExportFolder:
+    url: str
+    export_time: str
+
+    @property
+    def time(self) -> dt.datetime:
+        return dt.datetime.strptime(self.export_time, EXPORT_TIME_FORMAT).replace(tzinfo=dt.timezone.utc)
+
+
+def is_remote(url: str) -> bool:
+    return url.startswith(_REMOTE)
+
+
+def join(root: str, *parts: str) -> str:
+    base = root.rstrip("/")
+    return "/".join([base, *[p.strip("/") for p in parts if p]])
+
+
+def _fs(url: str):
+    """(fsspec filesystem, path) for a URL; a clear error when the driver is missing."""
+    import fsspec
+
+    if not is_remote(url):
+        return fsspec.filesystem("file"), str(Path(url).expanduser().absolute())
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        scheme = url.split("://", 1)[0]
+        driver = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}.get(scheme, "adlfs")
+        raise CmleError(f"storage URL {url}: {exc}. Install the fsspec driver for {scheme}:// "
+                        f"(pip install {driver}) and set its credentials in the environment") from None
+    return fs, path
+
+
+def format_export_time(when: dt.datetime | None = None) -> str:
+    when = when or dt.datetime.now(dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc).strftime(EXPORT_TIME_FORMAT)
+
+
+def dataset_folder(root: str, path: str, dataset_id: str) -> str:
+    return join(root, path, dataset_id)
+
+
+def list_exports(root: str, path: str, dataset_id: str) -> list[ExportFolder]:
+    """Complete exports of a dataset, oldest first by parsed export time."""
+    folder = dataset_folder(root, path, dataset_id)
+    fs, fpath = _fs(folder)
+    if not fs.exists(fpath):
+        return []
+    found = []
+    for entry in fs.ls(fpath, detail=True):
+        if entry.get("type") != "directory":
+            continue
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        m = _EXPORT_DIR.match(name)
+        if not m:
+            continue  # temporary folders and anything else
+        if fs.exists(f"{entry['name'].rstrip('/')}/{IN_PROGRESS}"):
+            continue
+        found.append(ExportFolder(url=join(folder, name), export_time=m.group(1)))
+    return sorted(found, key=lambda e: e.time)
+
+
+def newest_export(root: str, path: str, dataset_id: str) -> ExportFolder:
+    """The newest complete export; NotFoundError naming the folder when there is none."""
+    exports = list_exports(root, path, dataset_id)
+    if not exports:
+        raise NotFoundError(f"no export of dataset {dataset_id} under {dataset_folder(root, path, dataset_id)}; "
+                            "run the stage that writes it first (export for feature sets, score for scores)")
+    return exports[-1]
+
+
+def part_files(folder_url: str) -> list[str]:
+    """Every data file of an export folder, sorted (parquet parts, any compression)."""
+    fs, fpath = _fs(folder_url)
+    files = [f for f in fs.ls(fpath, detail=False)
+             if not f.rsplit("/", 1)[-1].startswith(("_", "."))]
+    return sorted(files)
+
+
+def read_export(folder_url: str, columns: list[str] | None = None) -> pa.Table:
+    """All parts of an export folder as one Arrow table."""
+    fs, _ = _fs(folder_url)
+    files = part_files(folder_url)
+    if not files:
+        raise NotFoundError(f"export folder {folder_url} holds no data file")
+    tables = [pq.read_table(f, columns=columns, filesystem=fs) for f in files]
+    return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+
+
+def iter_export_batches(folder_url: str, batch_rows: int = 65_536,
+                        columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Record batches of at most ``batch_rows`` rows over every part, in bounded memory."""
+    fs, _ = _fs(folder_url)
+    for f in part_files(folder_url):
+        with fs.open(f, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def count_rows(folder_url: str) -> int:
+    fs, _ = _fs(folder_url)
+    total = 0
+    for f in part_files(folder_url):
+        with fs.open(f, "rb") as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
+@contextmanager
+def atomic_export_folder(root: str, path: str, dataset_id: str,
+                         when: dt.datetime | None = None) -> Iterator[tuple[str, str]]:
+    """Yield ``(local_or_remote_folder_to_write, export_time)``; publish on success.
+
+    A local write goes to a hidden sibling folder that is renamed into
+    ``exportTime=...`` at the end; a failure removes it. On object stores the final folder
+    is written directly under an ``_IN_PROGRESS`` marker that is removed last. The export
+    time is unique per dataset: if that second is taken, the next free second is used.
+    """
+    folder = dataset_folder(root, path, dataset_id)
+    fs, fpath = _fs(folder)
+    fs.makedirs(fpath, exist_ok=True)
+    when = (when or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).replace(microsecond=0)
+    taken = {e.export_time for e in list_exports(root, path, dataset_id)}
+    while format_export_time(when) in taken or fs.exists(f"{fpath}/exportTime={format_export_time(when)}"):
+        when += dt.timedelta(seconds=1)
+    export_time = format_export_time(when)
+    final = f"{fpath}/exportTime={export_time}"
+    if not is_remote(folder):
+        tmp = f"{fpath}/.tmp-{export_time}-{uuid.uuid4().hex[:8]}"
+        os.makedirs(tmp)
+        try:
+            yield tmp, export_time
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return
+    fs.makedirs(final, exist_ok=True)
+    fs.pipe(f"{final}/{IN_PROGRESS}", b"")
+    try:
+        yield join(folder, f"exportTime={export_time}"), export_time
+    except BaseException:
+        fs.rm(final, recursive=True)
+        raise
+    fs.rm(f"{final}/{IN_PROGRESS}")
+
+
+def write_table(folder: str, table: pa.Table, name: str = "part-00000.parquet", compression: str = "snappy") -> str:
+    """Write one Parquet part into a folder (local or remote); returns its path."""
+    fs, fpath = _fs(folder)
+    target = f"{fpath}/{name}"
+    comp = None if compression == "none" else compression
+    with fs.open(target, "wb") as fh:
+        pq.write_table(table, fh, compression=comp)
+    return target

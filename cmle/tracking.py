@@ -1,0 +1,76 @@
+"""MLflow plumbing shared by every stage: store set-up, safe param logging, tables, figures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from cmle import redact
+from cmle.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def setup(settings: Settings) -> None:
+    """Point MLflow at the configured stores and experiment.
+
+    Under ``mlflow run`` the launcher has already created the run in the store named by
+    ``MLFLOW_TRACKING_URI`` and passes ``MLFLOW_RUN_ID``; that store wins so the run resumes.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    launched = bool(os.environ.get("MLFLOW_RUN_ID"))
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if env_uri:
+        uri = env_uri
+        if not launched and env_uri != settings.mlflow.tracking_uri:
+            log.info("MLFLOW_TRACKING_URI=%s overrides [MLflow] tracking_uri", env_uri)
+    else:
+        uri = settings.mlflow.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    if settings.mlflow.registry_uri:
+        mlflow.set_registry_uri(settings.mlflow.registry_uri)
+    if not launched and mlflow.active_run() is None:
+        mlflow.set_experiment(settings.mlflow.experiment_name)
+
+
+def log_params(params: dict[str, Any], prefix: str = "") -> None:
+    """Log params that the run does not hold yet (``mlflow run`` logs declared ones as
+    CLI strings, and MLflow refuses to change a param); values are scrubbed of secrets."""
+    run = mlflow.active_run()
+    if run is None:
+        return
+    existing = mlflow.get_run(run.info.run_id).data.params
+    fresh = {f"{prefix}{k}": redact.scrub(str(v))[:6000] for k, v in params.items()
+             if f"{prefix}{k}" not in existing}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def log_dict(data: Any, artifact_file: str) -> None:
+    mlflow.log_text(redact.scrub(json.dumps(data, indent=2, default=str, sort_keys=True)), artifact_file)
+
+
+def log_table(df, artifact_file: str) -> None:
+    """Log a DataFrame as a CSV artifact (readable anywhere) and as an MLflow table (UI)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        df.to_csv(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(artifact_file).parent) if "/" in artifact_file else None)
+    try:
+        mlflow.log_table(df.reset_index(drop=True), artifact_file=str(Path(artifact_file).with_suffix(".json")))
+    except Exception as exc:  # noqa: BLE001 - the CSV is the artifact of record
+        log.debug("log_table skipped for %s: %s", artifact_file, exc)
+
+
+def log_figure(fig, artifact_file: str) -> None:
+    """Log a matplotlib figure as PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(fig, artifact_file)
+    plt.close(fig)

@@ -1,0 +1,63 @@
+"""Shared fixtures: settings, platform and MLflow stores in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tmp_cwd(tmp_path, monkeypatch):
+    """Run the test in a fresh working directory with no CMLE_* / MLFLOW_* variables set."""
+    for key in list(os.environ):
+        if key.startswith(("CMLE_", "MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT",
+                           "MLFLOW_REGISTRY_URI")):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def settings(tmp_cwd):
+    """Default settings rooted in the temporary directory (local backend, sqlite MLflow)."""
+    from cmle.config import load_settings
+
+    return load_settings(env={})
+
+
+@pytest.fixture
+def platform(settings):
+    from cmle.platform import get_platform
+
+    p = get_platform(settings)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def ctx(settings):
+    from cmle.context import Context
+
+    c = Context(settings)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def mlflow_store(settings):
+    """MLflow pointed at a sqlite store in the temporary directory; ends any active run after."""
+    import mlflow
+
+    from cmle import tracking
+
+    tracking.setup(settings)
+    yield mlflow.get_tracking_uri()
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
