@@ -396,7 +396,10 @@ class LocalPlatform:
         return df
 
     def create_table_as(self, name: str, sql: str, timeout_s: float = 3600.0) -> Dataset:
-        translated = to_duckdb(sql)
+        return self._ctas(name, to_duckdb(sql), timeout_s)
+
+    def _ctas(self, name: str, translated: str, timeout_s: float = 3600.0) -> Dataset:
+        """CTAS from DuckDB SQL: publish the result as the dataset's only batch."""
         tbl = naming.table_name(name)
         with self._tx() as db:
             row = db.execute("SELECT id,name,tbl,schema_id,profile_enabled FROM datasets WHERE name=?",
@@ -435,6 +438,17 @@ class LocalPlatform:
             db.execute("UPDATE datasets SET arrow_schema=? WHERE id=?", (schema.serialize().to_pybytes(), ds_id))
         self._collect_garbage(ds_id)
         return self.get_dataset(ds_id)
+
+    def put_table(self, name: str, table: pa.Table) -> Dataset:
+        """Create or replace the ad-hoc dataset ``name`` with ``table`` (a CTAS from data; for
+        tests and tools, not part of the Platform protocol)."""
+        # Reuse the CTAS path so replace semantics stay in one place.
+        staging = self.root / "staging" / f"put-{uuid.uuid4().hex[:8]}.parquet"
+        pq.write_table(table, staging)
+        try:
+            return self._ctas(name, f"SELECT * FROM read_parquet('{staging}')")
+        finally:
+            staging.unlink(missing_ok=True)
 
     def read_dataset(self, dataset_id: str, columns: list[str] | None = None) -> pa.Table:
         files = self._live_files(dataset_id)
