@@ -53,7 +53,7 @@ def join(root: str, *parts: str) -> str:
     return "/".join([base, *[p.strip("/") for p in parts if p]])
 
 
-def _fs(url: str):
+def filesystem(url: str):
     """(fsspec filesystem, path) for a URL; a clear error when the driver is missing."""
     import fsspec
 
@@ -81,7 +81,7 @@ def dataset_folder(root: str, path: str, dataset_id: str) -> str:
 def list_exports(root: str, path: str, dataset_id: str) -> list[ExportFolder]:
     """Complete exports of a dataset, oldest first by parsed export time."""
     folder = dataset_folder(root, path, dataset_id)
-    fs, fpath = _fs(folder)
+    fs, fpath = filesystem(folder)
     if not fs.exists(fpath):
         return []
     found = []
@@ -109,7 +109,7 @@ def newest_export(root: str, path: str, dataset_id: str) -> ExportFolder:
 
 def part_files(folder_url: str) -> list[str]:
     """Every data file of an export folder, sorted (parquet parts, any compression)."""
-    fs, fpath = _fs(folder_url)
+    fs, fpath = filesystem(folder_url)
     files = [f for f in fs.ls(fpath, detail=False)
              if not f.rsplit("/", 1)[-1].startswith(("_", "."))]
     return sorted(files)
@@ -117,7 +117,7 @@ def part_files(folder_url: str) -> list[str]:
 
 def read_export(folder_url: str, columns: list[str] | None = None) -> pa.Table:
     """All parts of an export folder as one Arrow table."""
-    fs, _ = _fs(folder_url)
+    fs, _ = filesystem(folder_url)
     files = part_files(folder_url)
     if not files:
         raise NotFoundError(f"export folder {folder_url} holds no data file")
@@ -128,7 +128,7 @@ def read_export(folder_url: str, columns: list[str] | None = None) -> pa.Table:
 def iter_export_batches(folder_url: str, batch_rows: int = 65_536,
                         columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     """Record batches of at most ``batch_rows`` rows over every part, in bounded memory."""
-    fs, _ = _fs(folder_url)
+    fs, _ = filesystem(folder_url)
     for f in part_files(folder_url):
         with fs.open(f, "rb") as fh:
             pf = pq.ParquetFile(fh)
@@ -136,7 +136,7 @@ def iter_export_batches(folder_url: str, batch_rows: int = 65_536,
 
 
 def count_rows(folder_url: str) -> int:
-    fs, _ = _fs(folder_url)
+    fs, _ = filesystem(folder_url)
     total = 0
     for f in part_files(folder_url):
         with fs.open(f, "rb") as fh:
@@ -155,7 +155,7 @@ def atomic_export_folder(root: str, path: str, dataset_id: str,
     time is unique per dataset: if that second is taken, the next free second is used.
     """
     folder = dataset_folder(root, path, dataset_id)
-    fs, fpath = _fs(folder)
+    fs, fpath = filesystem(folder)
     fs.makedirs(fpath, exist_ok=True)
     when = (when or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).replace(microsecond=0)
     taken = {e.export_time for e in list_exports(root, path, dataset_id)}
@@ -185,7 +185,7 @@ def atomic_export_folder(root: str, path: str, dataset_id: str,
 
 def write_table(folder: str, table: pa.Table, name: str = "part-00000.parquet", compression: str = "snappy") -> str:
     """Write one Parquet part into a folder (local or remote); returns its path."""
-    fs, fpath = _fs(folder)
+    fs, fpath = filesystem(folder)
     target = f"{fpath}/{name}"
     comp = None if compression == "none" else compression
     with fs.open(target, "wb") as fh:

@@ -1,0 +1,59 @@
+"""Stage ``cleanup``: delete every platform resource this package created, by name.
+
+Resources are matched with :func:`cmle.naming.is_ours` for the configured owner and
+deleted in dependency order (audiences and flows before datasets, datasets before schemas,
+schemas before field groups). Re-running finds nothing more to delete. The MLflow registry
+is not touched: models are deleted in MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import mlflow
+
+from cmle import naming, storage, tracking
+from cmle.context import Context
+from cmle.stages import Param, Stage
+
+log = logging.getLogger(__name__)
+
+# Lower sorts first: what depends on something is deleted before it.
+_ORDER = {"audience": 0, "flow": 1, "connection": 2, "dataset": 3, "descriptor": 4, "schema": 5, "fieldgroup": 6}
+
+
+def cleanup(ctx: Context, dry_run: bool = False) -> dict:
+    """Delete (or, with ``dry_run``, list) this owner's resources; return counts by kind."""
+    ours = [r for r in ctx.platform.list_resources() if naming.is_ours(r.name, ctx.owner)]
+    ours.sort(key=lambda r: (_ORDER.get(r.kind, 9), r.name))
+    counts: dict[str, int] = {}
+    for r in ours:
+        log.info("%s %s %s (%s)", "would delete" if dry_run else "deleting", r.kind, r.name, r.id)
+        if not dry_run:
+            ctx.platform.delete_resource(r)
+            if r.kind == "dataset":
+                _remove_files(storage.dataset_folder(ctx.settings.storage_url, ctx.settings.cloud.export_path, r.id))
+        counts[r.kind] = counts.get(r.kind, 0) + 1
+    if not dry_run:
+        _remove_files(storage.join(ctx.settings.storage_url, ctx.settings.cloud.import_path,
+                                   naming.scores_folder(ctx.owner)))
+    if mlflow.active_run() is not None:
+        tracking.log_dict([{"kind": r.kind, "id": r.id, "name": r.name} for r in ours], "cleanup/resources.json")
+        mlflow.log_metric("resources_deleted", 0 if dry_run else len(ours))
+    return {"dry_run": dry_run, "resources": len(ours), "by_kind": counts}
+
+
+def _remove_files(folder: str) -> None:
+    """Remove a folder of exported or score files this package wrote, if it exists."""
+    fs, path = storage.filesystem(folder)
+    if fs.exists(path):
+        log.info("removing files under %s", folder)
+        fs.rm(path, recursive=True)
+
+
+STAGE = Stage(
+    name="cleanup",
+    func=cleanup,
+    params=(Param("dry_run", bool, False, "list what would be deleted, delete nothing"),),
+    help="Delete every platform resource this package created (found by its deterministic names).",
+)

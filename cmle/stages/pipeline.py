@@ -1,0 +1,72 @@
+"""Stage ``main``: every pipeline stage in order, in-process, as nested runs of one run.
+
+Its parameters are the union of the stages' parameters (a name means the same thing, with
+the same type and default, in every stage that declares it; a test checks that), plus
+``skip``. Each stage gets the values of the parameters it declares. Outputs flow on: when a
+stage declares a parameter that an earlier stage returned (for example ``export_time``
+from ``score`` to ``ingest``) and the user left it at its default, the output is passed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import mlflow
+
+from cmle.context import Context
+from cmle.errors import ParameterError
+from cmle.stages import STAGE_ORDER, Param, Stage, get_stage
+
+log = logging.getLogger(__name__)
+
+
+def _union_params() -> tuple[Param, ...]:
+    seen: dict[str, Param] = {}
+    for name in STAGE_ORDER:
+        for p in get_stage(name).params:
+            seen.setdefault(p.name, p)
+    skip = Param("skip", str, "", "comma-separated stages to skip, e.g. explore,audience")
+    return (*seen.values(), skip)
+
+
+def parse_skip(skip: str) -> list[str]:
+    names = [s.strip() for s in skip.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STAGE_ORDER]
+    if unknown:
+        raise ParameterError(f"main: skip names unknown stages {unknown}; stages: {', '.join(STAGE_ORDER)}")
+    return names
+
+
+def run_pipeline(ctx: Context, skip: str = "", **values: Any) -> dict:
+    """Run the stages in order as nested runs; return each stage's outputs by name."""
+    from cmle.runner import run_stage
+
+    skipped = parse_skip(skip)
+    outputs: dict[str, dict] = {}
+    carried: dict[str, Any] = {}
+    for name in STAGE_ORDER:
+        if name in skipped:
+            log.info("main: skipping %s", name)
+            continue
+        stage = get_stage(name)
+        params = {}
+        for p in stage.params:
+            value = values.get(p.name, p.default)
+            if value == p.default and p.name in carried:
+                value = carried[p.name]
+            params[p.name] = value
+        out = run_stage(name, ctx.settings, params, ctx=ctx)
+        outputs[name] = out
+        carried.update({k: v for k, v in out.items() if isinstance(v, (str, int, float, bool))})
+    mlflow.set_tag("cmle.stages", ",".join(outputs))
+    return outputs
+
+
+STAGE = Stage(
+    name="main",
+    func=run_pipeline,
+    params=_union_params(),
+    help="Run every stage in order (synthetic → explore → featurize → export → train → promote → "
+         "score → ingest → audience) as nested MLflow runs of one run.",
+)
