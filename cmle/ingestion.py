@@ -101,6 +101,23 @@ def ingest_tables(platform: Platform, dataset_id: str, tables: Iterable[pa.Table
     return IngestResult(batch=b, reused=False)
 
 
+def dataset_version(platform: Platform, dataset_id: str) -> str:
+    """A short fingerprint of the dataset's current content (its successful batches).
+
+    It changes whenever a batch is added or reverted, so a stage can key its own output
+    on the versions of its inputs and skip work that is already done.
+    """
+    import hashlib
+
+    live = sorted(b.id for b in platform.list_batches(dataset_id) if b.status == BATCH_SUCCESS)
+    return hashlib.sha256(",".join(live).encode()).hexdigest()[:16]
+
+
+def last_change(platform: Platform, dataset_id: str) -> float:
+    """Epoch seconds of the newest successful batch (0 when the dataset is empty)."""
+    return max((b.created for b in platform.list_batches(dataset_id) if b.status == BATCH_SUCCESS), default=0.0)
+
+
 def _revert_others(platform: Platform, dataset_id: str, keep: str) -> None:
     for other in platform.list_batches(dataset_id):
         if other.id != keep and other.status == BATCH_SUCCESS:

@@ -155,9 +155,10 @@ class Platform(Protocol):
     def query(self, sql: str, timeout_s: float = 600.0, max_rows: int = 50_000) -> "pd.DataFrame":
         """Interactive query (Spark SQL dialect); results capped at ``max_rows`` as AEP caps them."""
 
-    def create_table_as(self, name: str, sql: str, timeout_s: float = 3600.0) -> Dataset:
+    def create_table_as(self, name: str, sql: str, timeout_s: float = 3600.0, key: str | None = None) -> Dataset:
         """CTAS: run ``sql`` and make its result the dataset ``name``, replacing its previous
-        content atomically (re-running never appends)."""
+        content atomically (re-running never appends). With ``key``, a dataset whose current
+        content was made with the same key is returned as is, without running the query."""
 
     def read_dataset(self, dataset_id: str, columns: list[str] | None = None) -> "pa.Table":
         """All rows of a dataset as Arrow (for small datasets and tests; stages use exports)."""

@@ -395,10 +395,17 @@ class LocalPlatform:
             df = df.iloc[:max_rows]
         return df
 
-    def create_table_as(self, name: str, sql: str, timeout_s: float = 3600.0) -> Dataset:
-        return self._ctas(name, to_duckdb(sql), timeout_s)
+    def create_table_as(self, name: str, sql: str, timeout_s: float = 3600.0, key: str | None = None) -> Dataset:
+        if key is not None:
+            ds = self.find_dataset(name)
+            if ds is not None:
+                live = [b for b in self.list_batches(ds.id) if b.status == BATCH_SUCCESS]
+                if len(live) == 1 and live[0].tags.get("cmle.key") == key:
+                    log.info("%s already holds the result for key %s: not running the CTAS again", name, key)
+                    return ds
+        return self._ctas(name, to_duckdb(sql), timeout_s, key=key)
 
-    def _ctas(self, name: str, translated: str, timeout_s: float = 3600.0) -> Dataset:
+    def _ctas(self, name: str, translated: str, timeout_s: float = 3600.0, key: str | None = None) -> Dataset:
         """CTAS from DuckDB SQL: publish the result as the dataset's only batch."""
         tbl = naming.table_name(name)
         with self._tx() as db:
@@ -410,7 +417,7 @@ class LocalPlatform:
                            "VALUES (?,?,?,?,0,?)", (ds_id, name, tbl, f"adhoc:{ds_id}", time.time()))
             else:
                 ds_id = row[0]
-        bid = self.create_batch(ds_id, {"cmle.ctas": "1"})
+        bid = self.create_batch(ds_id, {"cmle.ctas": "1", **({"cmle.key": key} if key else {})})
         staging = self.root / "staging" / bid
         con = self._connect()
         try:

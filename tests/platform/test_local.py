@@ -244,3 +244,15 @@ def test_delete_resources(platform, ee_dataset):
         platform.delete_resource(r)  # idempotent
     assert platform.list_resources() == []
     assert platform.find_dataset(ee_dataset.name) is None
+
+
+def test_ctas_with_key_skips_when_content_is_current(platform, ee_dataset):
+    ingestion.ingest_tables(platform, ee_dataset.id, [events(14)], key="c")
+    sql = f"SELECT _cmle.userid AS userid, count(*) AS n FROM {ee_dataset.table} GROUP BY _cmle.userid"
+    ds = platform.create_table_as("cmle_scoring_set_t", sql, key="k1")
+    version = ingestion.dataset_version(platform, ds.id)
+    platform.create_table_as("cmle_scoring_set_t", sql, key="k1")
+    assert ingestion.dataset_version(platform, ds.id) == version, "same key: no new batch"
+    platform.create_table_as("cmle_scoring_set_t", sql, key="k2")
+    assert ingestion.dataset_version(platform, ds.id) != version
+    assert platform.query("SELECT count(*) AS c FROM cmle_scoring_set_t")["c"][0] == 7

@@ -1,0 +1,75 @@
+"""MLproject, entry points, pins and README stay true to the code."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from cmle import projectfile
+from cmle.stages import ALL_STAGES, STAGE_ORDER, get_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_mlproject_and_entrypoints_are_generated_from_the_registry():
+    assert (ROOT / "MLproject").read_text() == projectfile.render_mlproject(), \
+        "MLproject is stale: run `python -m cmle.projectfile --write`"
+    for name in ALL_STAGES:
+        assert (ROOT / "entrypoints" / f"{name}.py").read_text() == projectfile.render_entrypoint(name)
+
+
+def test_mlproject_is_valid_and_complete():
+    spec = yaml.safe_load((ROOT / "MLproject").read_text())
+    assert spec["conda_env"] == "conda.yaml"
+    assert set(spec["entry_points"]) == set(ALL_STAGES)
+    for name, ep in spec["entry_points"].items():
+        declared = {p.name for p in get_stage(name).params} | {"config"}
+        assert set(ep["parameters"]) == declared
+        for pname in declared:
+            assert "{" + pname + "}" in ep["command"]
+
+
+def test_a_parameter_means_the_same_in_every_stage():
+    """`main` forwards parameters by name, so a shared name must share type and default."""
+    seen = {}
+    for name in STAGE_ORDER:
+        for p in get_stage(name).params:
+            if p.name in seen:
+                other_stage, other = seen[p.name]
+                assert (p.type, p.default) == (other.type, other.default), \
+                    f"{p.name}: {name} and {other_stage} disagree"
+            seen[p.name] = (name, p)
+
+
+def _pins_pyproject() -> dict[str, str]:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pins = {}
+    for req in data["project"]["dependencies"]:
+        name, version = req.split("==")
+        pins[name.lower()] = version
+    return pins
+
+
+def test_conda_yaml_pins_match_pyproject():
+    conda = yaml.safe_load((ROOT / "conda.yaml").read_text())
+    pip = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
+    conda_pins = dict(req.lower().split("==") for req in pip if "==" in req)
+    assert conda_pins == _pins_pyproject()
+
+
+def test_readme_documents_every_entry_point_and_parameter():
+    readme = (ROOT / "README.md").read_text()
+    for name in ALL_STAGES:
+        assert f"`{name}`" in readme, f"README lacks entry point {name}"
+        for p in get_stage(name).params:
+            assert re.search(rf"`{re.escape(p.name)}`", readme), f"README lacks parameter {name}.{p.name}"
+
+
+def test_readme_test_command_is_what_ci_runs():
+    ci = (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "python -m pytest" in ci.splitlines()[-1]
+    assert "python -m pytest" in readme
