@@ -62,6 +62,8 @@ def test_conda_yaml_pins_match_pyproject():
 
 def test_readme_documents_every_entry_point_and_parameter():
     readme = (ROOT / "README.md").read_text()
+    assert projectfile.update_readme(readme) == readme, "README entry points are stale: run " \
+        "`python -m cmle.projectfile --write`"
     for name in ALL_STAGES:
         assert f"`{name}`" in readme, f"README lacks entry point {name}"
         for p in get_stage(name).params:
