@@ -31,12 +31,21 @@ def setup(settings: Settings) -> None:
         if not launched and env_uri != settings.mlflow.tracking_uri:
             log.info("MLFLOW_TRACKING_URI=%s overrides [MLflow] tracking_uri", env_uri)
     else:
-        uri = settings.mlflow.tracking_uri
+        uri = absolute_sqlite_uri(settings.mlflow.tracking_uri)
     mlflow.set_tracking_uri(uri)
     if settings.mlflow.registry_uri:
         mlflow.set_registry_uri(settings.mlflow.registry_uri)
     if not launched and mlflow.active_run() is None:
         mlflow.set_experiment(settings.mlflow.experiment_name)
+
+
+def absolute_sqlite_uri(uri: str) -> str:
+    """``sqlite:///rel.db`` made absolute against the working directory now (as ``mlflow run``
+    does), so a later change of directory cannot point the process at another store."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((Path.cwd() / uri[len(prefix):]).resolve())
+    return uri
 
 
 def log_params(params: dict[str, Any], prefix: str = "") -> None:
