@@ -29,6 +29,8 @@ ENGINES = ("local", "spark")
 ENVIRONMENTS_HINT = "prod, stage, int or dev"
 DATA_FORMATS = ("parquet", "csv", "json")
 COMPRESSIONS = ("gzip", "snappy", "zstd", "none")
+QS_SSLMODES = ("require", "verify-ca", "verify-full", "prefer", "allow", "disable")
+EXPORT_DESTINATIONS = ("dlz", "s3", "azure_blob", "adls", "gcs")
 
 
 class Secret:
@@ -78,6 +80,13 @@ class PlatformSettings:
     platform_url: str = _meta(default="", help="override of the AEP API base URL")
     ims_url: str = _meta(default="", help="override of the IMS base URL")
     request_timeout: float = _meta(default=60.0, kind=float, help="seconds per HTTP request")
+    qs_sslmode: str = _meta(default="require", choices=QS_SSLMODES,
+                            help="sslmode of Query Service connections (require for AEP; disable only for a "
+                                 "local test server)")
+    poll_interval: float = _meta(default=10.0, kind=float,
+                                 help="seconds between polls of AEP jobs (batches, queries, runs, segment jobs)")
+    retry_backoff: float = _meta(default=1.0, kind=float,
+                                 help="seconds before the first retry of a failed safe AEP call (doubles each time)")
     engine: str = _meta(default="local", choices=ENGINES, help="local (DuckDB/pandas) or spark")
 
 
@@ -102,6 +111,10 @@ class CloudSettings:
     compression_type: str = _meta(default="gzip", choices=COMPRESSIONS, help="export compression")
     model_name: str = _meta(default="cmle_propensity_model", help="registered model name")
     storage_url: str = _meta(default="", help="cloud storage root URL (default: <local_root>/landing)")
+    export_destination: str = _meta(default="dlz", choices=EXPORT_DESTINATIONS,
+                                    help="AEP backend: where dataset exports go (dlz = Data Landing Zone)")
+    destination_connection_id: str = _meta(default="", help="AEP backend, export_destination other than dlz: id "
+                                                            "of the destination base connection set up in AEP")
 
 
 @dataclass(frozen=True)
@@ -205,6 +218,10 @@ def load_settings(path: str | os.PathLike | None = None, env: dict | None = None
         local = cfg_path.with_name(cfg_path.stem + ".local.ini")
         if local.is_file():
             files.append(local)
+    # On Databricks, secrets come from the secret scope (a no-op elsewhere).
+    from cmle.databricks.secrets import apply_databricks_secrets
+
+    env = dict(apply_databricks_secrets(env, files))
     for f_ in files:
         try:
             with open(f_, encoding="utf-8") as fh:
@@ -249,6 +266,9 @@ def load_settings(path: str | os.PathLike | None = None, env: dict | None = None
 
 
 def _validate(s: Settings) -> None:
+    from cmle.databricks.unity_catalog import check_settings
+
+    check_settings(s)  # Unity Catalog needs three-level model names
     if s.platform.backend == "aep":
         missing = [(sec, key) for sec, key, val in (
             ("Platform", "ims_org_id", s.platform.ims_org_id),
