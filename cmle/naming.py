@@ -59,6 +59,11 @@ def scoring_set(owner: str) -> str:
     return _table("scoring_set", owner)
 
 
+def candidate(feature_set: str) -> str:
+    """Where a feature set (a name above) is built and checked before it replaces ``feature_set``."""
+    return TABLE_PREFIX + "candidate_" + feature_set.removeprefix(TABLE_PREFIX)
+
+
 # Scores (stage `ingest`)
 def score_field_group(owner: str) -> str:
     return _title("Propensity score fields", owner)
@@ -80,6 +85,23 @@ def scores_folder(owner: str) -> str:
 # Audiences (stage `audience`)
 def audience(rule_name: str, owner: str) -> str:
     return _title(f"Audience {rule_name}", owner)
+
+
+# Dataset export (AEP backend: Flow Service connections and dataflows)
+def export_connection(destination: str, owner: str) -> str:
+    return _title(f"Export base connection {destination}", owner)
+
+
+def export_target(destination: str, path: str, data_format: str, compression: str, owner: str) -> str:
+    return _title(f"Export target {destination} {path} {data_format} {compression}", owner)
+
+
+def export_source(dataset_name: str, owner: str) -> str:
+    return _title(f"Export source {dataset_name}", owner)
+
+
+def export_flow(dataset_name: str, owner: str) -> str:
+    return _title(f"Export {dataset_name}", owner)
 
 
 def is_ours(name: str, owner: str) -> bool:

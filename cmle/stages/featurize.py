@@ -1,0 +1,236 @@
+"""Stage ``featurize``: point-in-time training set, scoring set, and the notebooks' framing.
+
+Every set is a CTAS run by the platform's query engine (Data Distiller on AEP, DuckDB
+locally; Spark with ``engine = spark``) from the feature SQL in ``cmle/sql/``. A set is
+first built as a *candidate* dataset and checked (:mod:`cmle.features.checks`); only a set
+that passes replaces the accepted one, so a failed run never leaves a bad set for
+``export`` to pick up, and re-running replaces, never appends.
+
+Times are UTC. "Now" (the scoring snapshot) is the midnight that ends the day of the last
+event; the default training snapshot T is ``outcome_days`` before it, so the outcome
+window (T, T + W] ends with the data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+
+import mlflow
+import pandas as pd
+
+from cmle import governance, naming, tracking
+from cmle.context import Context
+from cmle.engines import spark_features
+from cmle.errors import DataCheckError, NotFoundError, ParameterError
+from cmle.features import checks, render
+from cmle.features import spec as fspec
+from cmle.platform.base import Dataset, Resource
+from cmle.stages import Param, Stage
+
+log = logging.getLogger(__name__)
+
+FRAMING_CHOICES = ("pit", "cmle", "both")
+
+
+@dataclass(frozen=True)
+class DataRange:
+    """What the events dataset spans."""
+
+    first: dt.datetime
+    last: dt.datetime
+    events: int
+
+    @property
+    def end(self) -> dt.datetime:
+        """"Now": the midnight (UTC) that ends the day of the last event."""
+        return dt.datetime.combine(self.last.date() + dt.timedelta(days=1), dt.time(0), tzinfo=dt.timezone.utc)
+
+
+def _when(value) -> dt.datetime:
+    return render.utc(pd.Timestamp(value).to_pydatetime())
+
+
+def data_range(ctx: Context, events: Dataset, timeout_s: float) -> DataRange:
+    """First and last event time and the event count, by a query on the platform."""
+    sql = (f"SELECT MIN(`timestamp`) AS first_ts, MAX(`timestamp`) AS last_ts, COUNT(*) AS n "
+           f"FROM {render.quote_table(events.table)}")
+    row = ctx.platform.query(sql, timeout_s=timeout_s, max_rows=1).iloc[0]
+    if not row["n"] or pd.isna(row["last_ts"]):
+        raise DataCheckError(f"the events dataset {events.name} holds no event; run the synthetic stage "
+                             "(or ingest events) first")
+    return DataRange(first=_when(row["first_ts"]), last=_when(row["last_ts"]), events=int(row["n"]))
+
+
+def parse_snapshot(text: str) -> dt.datetime:
+    """``YYYY-MM-DD`` (its midnight) or an ISO timestamp, as UTC; ParameterError if neither."""
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ParameterError(f"featurize: snapshot_date = {text!r} is not a date (YYYY-MM-DD) or an ISO "
+                             "timestamp (YYYY-MM-DDTHH:MM:SS, UTC unless an offset is given)") from None
+    return render.utc(when)
+
+
+def resolve_snapshot(text: str, rng: DataRange, fs: fspec.FeatureSpec) -> dt.datetime:
+    """T from the parameter (default: ``outcome_days`` before "now"); refuse a T whose outcome
+    window is not fully observed or that has no history before it."""
+    t = parse_snapshot(text) if text.strip() else rng.end - dt.timedelta(days=fs.outcome_days)
+    latest = rng.end - dt.timedelta(days=fs.outcome_days)
+    if t > latest:
+        raise ParameterError(
+            f"featurize: the outcome window ({t:%Y-%m-%d %H:%M}, +{fs.outcome_days} days] ends after the data "
+            f"({rng.end:%Y-%m-%d}): conversions after the data would be missed and counted as negatives. Choose "
+            f"snapshot_date on or before {latest:%Y-%m-%d}, or a shorter outcome_days")
+    if t <= rng.first:
+        raise ParameterError(f"featurize: snapshot {t:%Y-%m-%d %H:%M} is not after the first event "
+                             f"({rng.first:%Y-%m-%d %H:%M}): there is no history to compute features from")
+    if t - dt.timedelta(days=fs.lookback_days) < rng.first - dt.timedelta(days=1):
+        log.warning("the look-back window starts %s, before the first event (%s): features cover less than "
+                    "lookback_days", f"{t - dt.timedelta(days=fs.lookback_days):%Y-%m-%d}", f"{rng.first:%Y-%m-%d}")
+    return t
+
+
+def parse_windows(text: str) -> tuple[int, ...]:
+    """``"7,14,28"`` -> (7, 14, 28); empty -> no recent windows; ParameterError otherwise."""
+    try:
+        windows = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        windows = (0,)
+    if any(w < 1 for w in windows):
+        raise ParameterError(f"featurize: windows = {text!r} must be whole days, comma-separated, e.g. 7,14,28")
+    return windows
+
+
+def _dataset(ctx: Context, name: str, what: str) -> Dataset:
+    ds = ctx.platform.find_dataset(name)
+    if ds is None:
+        raise NotFoundError(f"the {what} dataset {name!r} does not exist; run the synthetic stage first")
+    return ds
+
+
+def _log_set(key: str, query: render.FeatureQuery, stats: checks.SetStats, results: list[checks.CheckResult]) -> None:
+    """Checks, NULL rates, SQL and counts of one set, logged to the active MLflow run."""
+    if mlflow.active_run() is None:
+        return
+    tracking.log_table(pd.DataFrame([r.as_row() for r in results]), f"featurize/checks_{key}.csv")
+    rates = stats.null_rates()
+    tracking.log_table(pd.DataFrame({"feature": list(rates), "null_rate": list(rates.values())}),
+                       f"featurize/null_rates_{key}.csv")
+    mlflow.log_text(query.sql, f"featurize/{key}.sql")
+    metrics = {f"{key}_rows": stats.rows, f"{key}_checks_failed": len(checks.failed(results))}
+    if query.kind == render.TRAINING:
+        metrics |= {f"{key}_positives": stats.positives, f"{key}_negatives": stats.negatives,
+                    f"{key}_positive_rate": stats.positives / stats.rows if stats.rows else 0.0}
+    mlflow.log_metrics(metrics)
+
+
+def build_set(ctx: Context, name: str, key: str, query: render.FeatureQuery, *, min_positives: int = 0,
+              min_negatives: int = 0, max_null_rate: float = checks.DEFAULT_MAX_NULL_RATE,
+              timeout_s: float = 600.0) -> tuple[Dataset, checks.SetStats]:
+    """Build ``query`` as a candidate, check it, and make it the dataset ``name`` if it passes.
+
+    A set that fails raises DataCheckError after its checks are logged; the accepted
+    dataset ``name`` is then left as it was and the candidate kept for inspection.
+    """
+    platform = ctx.platform
+    labelled = query.kind == render.TRAINING
+    if spark_features.runs_features(ctx.settings):  # engine = spark: the same SQL text on Spark
+        cand = spark_features.create_table_as(ctx, naming.candidate(name), query)
+    else:
+        cand = platform.create_table_as(naming.candidate(name), query.sql, timeout_s=timeout_s)
+    stats = checks.collect_stats(platform, cand.table, query.feature_columns, labelled, timeout_s)
+    results = checks.evaluate(stats, labelled, min_positives, min_negatives, max_null_rate,
+                              check_nulls=labelled)
+    _log_set(key, query, stats, results)
+    problem = checks.failures_message(f"featurize: the {key} set", results)
+    if problem:
+        raise DataCheckError(f"{problem}. The rejected set is kept as dataset {cand.name} for inspection; "
+                             f"{name} was not changed")
+    ds = platform.create_table_as(name, f"SELECT * FROM {render.quote_table(cand.table)}", timeout_s=timeout_s)
+    platform.delete_resource(Resource(kind="dataset", id=cand.id, name=cand.name))
+    log.info("%s: %d rows%s", name, stats.rows,
+             f", {stats.positives} positives, {stats.negatives} negatives" if labelled else "")
+    return ds, stats
+
+
+def featurize(ctx: Context, snapshot_date: str = "", lookback_days: int = fspec.DEFAULT_LOOKBACK_DAYS,
+              outcome_days: int = fspec.DEFAULT_OUTCOME_DAYS, windows: str = "7,14,28", framing: str = "both",
+              min_positives: int = fspec.DEFAULT_MIN_POSITIVES, min_negatives: int = fspec.DEFAULT_MIN_NEGATIVES,
+              max_null_rate: float = checks.DEFAULT_MAX_NULL_RATE, cmle_seed: int = fspec.DEFAULT_CMLE_SEED,
+              timeout_s: float = 600.0) -> dict:
+    """Build the training set(s) of ``framing`` and the scoring set; return ids and counts."""
+    if not 0.0 < max_null_rate <= 1.0:
+        raise ParameterError(f"featurize: max_null_rate = {max_null_rate} must be in (0, 1]")
+    owner = ctx.owner
+    events = _dataset(ctx, naming.events_dataset(owner), "events")
+    profiles = _dataset(ctx, naming.profiles_dataset(owner), "profiles")
+    fs = fspec.FeatureSpec(lookback_days=lookback_days, outcome_days=outcome_days, windows=parse_windows(windows))
+    rng = data_range(ctx, events, timeout_s)
+    t = resolve_snapshot(snapshot_date, rng, fs)
+    tenant = ctx.platform.tenant_id
+    limits = dict(min_positives=min_positives, min_negatives=min_negatives, max_null_rate=max_null_rate,
+                  timeout_s=timeout_s)
+    out: dict = {"snapshot_ts": t.isoformat(), "scoring_ts": rng.end.isoformat(),
+                 "first_event_ts": rng.first.isoformat(), "last_event_ts": rng.last.isoformat(),
+                 "n_events": rng.events, "lookback_days": lookback_days, "outcome_days": outcome_days}
+    built: list[Dataset] = []
+    framings = ("pit", "cmle") if framing == "both" else (framing,)
+    for fr in framings:
+        key = "training" if fr == "pit" else "cmle_training"
+        query = render.feature_query(render.TRAINING, events.table, profiles.table, tenant, t, fs,
+                                     framing=fr, seed=cmle_seed)
+        started = time.perf_counter()
+        ds, stats = build_set(ctx, naming.training_set(owner, fr), key, query, **limits)
+        seconds = time.perf_counter() - started
+        built.append(ds)
+        out |= {f"{key}_dataset_id": ds.id, f"{key}_rows": stats.rows, f"{key}_positives": stats.positives,
+                f"{key}_negatives": stats.negatives, f"{key}_features": len(query.feature_columns),
+                f"{key}_seconds": round(seconds, 3)}
+        if mlflow.active_run() is not None:  # build + checks + copy, per event of the dataset
+            mlflow.log_metric(f"{key}_events_per_second", rng.events / max(seconds, 1e-9))
+    query = render.feature_query(render.SCORING, events.table, profiles.table, tenant, rng.end, fs)
+    started = time.perf_counter()
+    ds, stats = build_set(ctx, naming.scoring_set(owner), "scoring", query, **limits)
+    built.append(ds)
+    out |= {"scoring_dataset_id": ds.id, "scoring_rows": stats.rows,
+            "scoring_seconds": round(time.perf_counter() - started, 3)}
+    for target in built:  # derived data keeps the usage labels of its sources
+        governance.propagate_labels(ctx.platform, [events, profiles], target)
+    if mlflow.active_run() is not None:
+        tracking.log_dict({"snapshot_ts": out["snapshot_ts"], "scoring_ts": out["scoring_ts"],
+                           "lookback_days": lookback_days, "outcome_days": outcome_days,
+                           "windows": list(fs.recent_windows), "features": fspec.feature_columns(fs),
+                           "categorical": fspec.categorical_columns(),
+                           "cmle_features": fspec.notebook_feature_columns()}, "featurize/feature_spec.json")
+    return out
+
+
+STAGE = Stage(
+    name="featurize",
+    func=featurize,
+    params=(
+        Param("snapshot_date", str, "", "training snapshot T, YYYY-MM-DD (midnight UTC) or an ISO timestamp; "
+              "empty: outcome_days before the end of the last event's day"),
+        Param("lookback_days", int, fspec.DEFAULT_LOOKBACK_DAYS, "days of events before T that features use",
+              min=1),
+        Param("outcome_days", int, fspec.DEFAULT_OUTCOME_DAYS, "outcome window W: label = converted in (T, T+W]",
+              min=1),
+        Param("windows", str, ",".join(map(str, fspec.DEFAULT_WINDOWS)), "recent-activity windows in days "
+              "(counts per event type in each), comma-separated; empty: only the whole look-back"),
+        Param("framing", str, "both", "training set framing: pit (point in time), cmle (the notebooks' "
+              "definition, for comparison) or both", choices=FRAMING_CHOICES),
+        Param("min_positives", int, fspec.DEFAULT_MIN_POSITIVES, "refuse a training set with fewer positives",
+              min=0),
+        Param("min_negatives", int, fspec.DEFAULT_MIN_NEGATIVES, "refuse a training set with fewer negatives",
+              min=0),
+        Param("max_null_rate", float, checks.DEFAULT_MAX_NULL_RATE, "refuse a training set with a feature "
+              "NULL in at least this share of rows (1.0: only an always-NULL feature)"),
+        Param("cmle_seed", int, fspec.DEFAULT_CMLE_SEED, "seed of the cmle framing's random negative row"),
+        Param("timeout_s", float, 600.0, "seconds each query may run", min=1),
+    ),
+    help="Build the point-in-time training set (and the notebooks' framing for comparison) and the scoring "
+         "set with the feature SQL, after data checks.",
+)
