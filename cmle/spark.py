@@ -64,6 +64,11 @@ def get_spark(master: str = DEFAULT_MASTER, app_name: str = "cmle",
     if active is not None:
         ensure_utc(active)
         return active
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        # On Databricks (clusters, serverless) the runtime owns the session: never force a master.
+        spark = SparkSession.builder.getOrCreate()
+        ensure_utc(spark)
+        return spark
     # Workers must start this interpreter (the venv's), or every Python UDF fails to import.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)

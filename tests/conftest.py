@@ -61,3 +61,13 @@ def mlflow_store(settings):
     yield mlflow.get_tracking_uri()
     while mlflow.active_run() is not None:
         mlflow.end_run()
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    """One local Spark session for the whole test run (start-up takes seconds): the session
+    cmle itself uses (:func:`cmle.spark.get_spark`, local[2], UTC, no UI)."""
+    from cmle.spark import get_spark
+
+    warehouse = tmp_path_factory.mktemp("spark-warehouse")
+    return get_spark(conf={"spark.sql.warehouse.dir": str(warehouse)})

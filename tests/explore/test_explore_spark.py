@@ -15,17 +15,6 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 TYPES = [S, O, C, PV, IMP, AC]
 
 
-@pytest.fixture(scope="module")
-def spark():
-    from pyspark.sql import SparkSession  # a test dependency: missing it fails, not skips
-
-    session = (SparkSession.builder.master("local[1]").appName("cmle-explore-test")
-               .config("spark.sql.session.timeZone", "UTC").config("spark.ui.enabled", "false")
-               .config("spark.sql.shuffle.partitions", "1").getOrCreate())
-    yield session
-    session.stop()
-
-
 def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
     assert list(a.columns) == list(b.columns)
     assert len(a) == len(b)

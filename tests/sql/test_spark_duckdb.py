@@ -18,15 +18,6 @@ from tests.features.eventdata import put_data, random_data, ts
 SNAPSHOT = ts("2025-02-20 00:00")
 
 
-@pytest.fixture(scope="session")
-def spark(tmp_path_factory):
-    """One local Spark session for the whole test session (start-up takes seconds)."""
-    from cmle.spark import get_spark
-
-    warehouse = tmp_path_factory.mktemp("spark-warehouse")
-    return get_spark(conf={"spark.sql.warehouse.dir": str(warehouse)})
-
-
 @pytest.fixture
 def sources(platform, tmp_path):
     """Random events and profiles on the local platform, and the same rows as Parquet files."""
