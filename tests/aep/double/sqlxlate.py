@@ -1,0 +1,204 @@
+"""Spark SQL (what Query Service accepts) to PostgreSQL (what the double runs), with sqlglot.
+
+The adapter sends the stages' SQL unchanged, as it would to AEP; the double translates it
+here before PostgreSQL sees it. Rules beyond sqlglot's Spark -> Postgres transpilation:
+
+* **Nested XDM fields.** Datasets keep XDM structs as PostgreSQL composite columns
+  (``_cmle``, ``web``, ...). Spark's ``_cmle.userid`` / ``t._cmle.userid`` /
+  ``web.webPageDetails.pageViews.value`` become field selections
+  ``("_cmle")."userid"`` / ``("t"."_cmle")."userid"`` / ``("web")."webPageDetails"...``:
+  the first part is a table reference when it names a table or alias of the query,
+  otherwise the column.
+* **Case.** Spark resolves names case-insensitively; PostgreSQL folds unquoted names to
+  lower case. Every identifier is quoted, and one that matches a known column, struct
+  field or table regardless of case takes the catalog's spelling.
+* **Anonymous blocks.** ``$$ BEGIN stmt; ...; END $$`` (how Query Service runs several
+  statements as one query) becomes the list of its statements.
+* **Spark functions PostgreSQL lacks** are defined once per database by
+  :data:`SHIM_FUNCTIONS` (``unix_micros``, ``hour``, ``day_of_week``, ``arg_max``, ...).
+
+Limitation (documented in the README of the double): composite values come back to a
+client as PostgreSQL row literals, not as Spark structs; stages select leaf fields.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import sqlglot
+from sqlglot import exp
+
+# Functions sqlglot emits for Spark built-ins that PostgreSQL does not have.
+SHIM_FUNCTIONS = r"""
+CREATE OR REPLACE FUNCTION str_to_unix(ts timestamptz, fmt text) RETURNS bigint
+  LANGUAGE sql IMMUTABLE AS $f$ SELECT floor(extract(epoch FROM ts))::bigint $f$;
+CREATE OR REPLACE FUNCTION str_to_unix(ts text, fmt text) RETURNS bigint
+  LANGUAGE sql IMMUTABLE AS $f$ SELECT floor(extract(epoch FROM ts::timestamptz))::bigint $f$;
+CREATE OR REPLACE FUNCTION unix_micros(ts timestamptz) RETURNS bigint
+  LANGUAGE sql IMMUTABLE AS $f$ SELECT (extract(epoch FROM ts) * 1000000)::bigint $f$;
+CREATE OR REPLACE FUNCTION unix_millis(ts timestamptz) RETURNS bigint
+  LANGUAGE sql IMMUTABLE AS $f$ SELECT floor(extract(epoch FROM ts) * 1000)::bigint $f$;
+CREATE OR REPLACE FUNCTION unix_seconds(ts timestamptz) RETURNS bigint
+  LANGUAGE sql IMMUTABLE AS $f$ SELECT floor(extract(epoch FROM ts))::bigint $f$;
+CREATE OR REPLACE FUNCTION bitwise_count(x bigint) RETURNS int
+  LANGUAGE sql IMMUTABLE AS $f$ SELECT length(replace(x::bit(64)::text, '0', '')) $f$;
+CREATE OR REPLACE FUNCTION hour(ts timestamptz) RETURNS int
+  LANGUAGE sql IMMUTABLE AS $f$ SELECT extract(hour FROM ts)::int $f$;
+CREATE OR REPLACE FUNCTION minute(ts timestamptz) RETURNS int
+  LANGUAGE sql IMMUTABLE AS $f$ SELECT extract(minute FROM ts)::int $f$;
+CREATE OR REPLACE FUNCTION day_of_week(d date) RETURNS int
+  LANGUAGE sql IMMUTABLE AS $f$ SELECT extract(dow FROM d)::int + 1 $f$;
+CREATE OR REPLACE FUNCTION day_of_month(d date) RETURNS int
+  LANGUAGE sql IMMUTABLE AS $f$ SELECT extract(day FROM d)::int $f$;
+CREATE OR REPLACE FUNCTION cmle_double_error(msg text) RETURNS void LANGUAGE plpgsql AS $f$
+  BEGIN RAISE EXCEPTION USING MESSAGE = msg, ERRCODE = '42601'; END $f$;
+CREATE OR REPLACE FUNCTION _argmax_sfunc(state anycompatiblearray, val anycompatible, key anycompatible)
+  RETURNS anycompatiblearray LANGUAGE sql IMMUTABLE AS $f$
+  SELECT CASE WHEN key IS NULL THEN state
+              WHEN state IS NULL OR key > state[2] THEN ARRAY[val, key] ELSE state END $f$;
+CREATE OR REPLACE FUNCTION _argmax_final(state anycompatiblearray) RETURNS anycompatible
+  LANGUAGE sql IMMUTABLE AS $f$ SELECT state[1] $f$;
+CREATE OR REPLACE AGGREGATE arg_max(anycompatible, anycompatible) (
+  SFUNC = _argmax_sfunc, STYPE = anycompatiblearray, FINALFUNC = _argmax_final);
+CREATE OR REPLACE FUNCTION _argmin_sfunc(state anycompatiblearray, val anycompatible, key anycompatible)
+  RETURNS anycompatiblearray LANGUAGE sql IMMUTABLE AS $f$
+  SELECT CASE WHEN key IS NULL THEN state
+              WHEN state IS NULL OR key < state[2] THEN ARRAY[val, key] ELSE state END $f$;
+CREATE OR REPLACE AGGREGATE arg_min(anycompatible, anycompatible) (
+  SFUNC = _argmin_sfunc, STYPE = anycompatiblearray, FINALFUNC = _argmax_final);
+CREATE OR REPLACE FUNCTION approx_distinct_sfunc(state text[], val anyelement) RETURNS text[]
+  LANGUAGE sql IMMUTABLE AS $f$ SELECT CASE WHEN val IS NULL THEN state ELSE array_append(state, val::text) END $f$;
+CREATE OR REPLACE FUNCTION approx_distinct_final(state text[]) RETURNS bigint
+  LANGUAGE sql IMMUTABLE AS $f$ SELECT count(DISTINCT v) FROM unnest(state) AS v $f$;
+CREATE OR REPLACE AGGREGATE approx_distinct(anyelement) (
+  SFUNC = approx_distinct_sfunc, STYPE = text[], FINALFUNC = approx_distinct_final, INITCOND = '{}');
+"""
+
+_BLOCK = re.compile(r"^\s*\$\$\s*BEGIN\b(?P<body>.*)\bEND\s*\$\$\s*;?\s*$", re.IGNORECASE | re.DOTALL)
+
+
+class TranslationError(ValueError):
+    pass
+
+
+@dataclass
+class Catalog:
+    """What the translator knows about the database: table names and every column and
+    struct field name (for case-insensitive resolution)."""
+
+    tables: set[str] = field(default_factory=set)
+    names: dict[str, str] = field(default_factory=dict)  # lower -> spelling in the catalog
+
+    def spell(self, name: str) -> str:
+        return self.names.get(name.lower(), name)
+
+
+def split_block(sql: str) -> list[str]:
+    """The statements of a Query Service anonymous block or of a ``;``-separated text."""
+    m = _BLOCK.match(sql)
+    body = m.group("body") if m else sql
+    return [s.strip() for s in _split_statements(body) if s.strip()]
+
+
+def _split_statements(text: str) -> list[str]:
+    """Split on ``;`` outside quotes."""
+    out, cur, quote = [], [], None
+    for ch in text:
+        if quote:
+            cur.append(ch)
+            if ch == quote:
+                quote = None
+            continue
+        if ch in ("'", '"', "`"):
+            quote = ch
+        if ch == ";":
+            out.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    out.append("".join(cur))
+    return out
+
+
+def _table_refs(tree: exp.Expression) -> set[str]:
+    refs = set()
+    for t in tree.find_all(exp.Table):
+        if t.alias:
+            refs.add(t.alias.lower())
+        if t.name:
+            refs.add(t.name.lower())
+    for cte in tree.find_all(exp.CTE):
+        if cte.alias:
+            refs.add(cte.alias.lower())
+    for sub in tree.find_all(exp.Subquery):
+        if sub.alias:
+            refs.add(sub.alias.lower())
+    return refs
+
+
+def _ident(name: str) -> exp.Identifier:
+    return exp.Identifier(this=name, quoted=True)
+
+
+def _rewrite_columns(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
+    refs = _table_refs(tree)
+
+    def visit(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Table) and node.name and node.name.lower() in catalog.tables:
+            node.set("this", _ident(node.name.lower()))
+            return node
+        if not isinstance(node, exp.Column) or isinstance(node.this, exp.Star):
+            return node
+        parts = [p for p in (node.args.get("catalog"), node.args.get("db"), node.args.get("table"), node.this)
+                 if p is not None]
+        names = [p.name for p in parts]
+        if len(names) >= 2 and names[0].lower() in refs:
+            table, column, fields = names[0], names[1], names[2:]
+        else:
+            table, column, fields = None, names[0], names[1:]
+        column = catalog.spell(column)
+        col = exp.Column(this=_ident(column), table=_ident(table) if table else None)
+        if not fields:
+            return col
+        out: exp.Expression = exp.Paren(this=col)
+        for f in fields:
+            out = exp.Dot(this=out, expression=_ident(catalog.spell(f)))
+        return out
+
+    # Aliases keep the spelling the query gives them (Spark returns them as written).
+    return tree.transform(visit)
+
+
+def translate(sql: str, catalog: Catalog) -> list[str]:
+    """PostgreSQL statements for one Spark SQL text (one statement, several, or a block)."""
+    out = []
+    for stmt in split_block(sql):
+        if re.match(r"^\s*SET\s+[\w.]+\s*=", stmt, re.IGNORECASE):
+            continue  # Query Service session settings (auto_to_json, aqp, ...) mean nothing here
+        try:
+            trees = sqlglot.parse(stmt, read="spark")
+        except sqlglot.errors.ParseError as exc:
+            raise TranslationError(f"SQL does not parse as Spark SQL: {exc}") from None
+        for tree in trees:
+            if tree is None:
+                continue
+            tree = _rewrite_columns(tree, catalog)
+            out.append(tree.sql(dialect="postgres", identify=True))
+    return out
+
+
+def load_catalog(cur) -> Catalog:
+    """Table, column and composite field names of the ``public`` schema."""
+    cur.execute("""
+        SELECT c.relname, c.relkind, a.attname
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'c', 'm')""")
+    cat = Catalog()
+    for relname, relkind, attname in cur.fetchall():
+        if relkind in ("r", "v", "m"):
+            cat.tables.add(relname.lower())
+        # A column named like another in lower case keeps the first spelling seen.
+        cat.names.setdefault(attname.lower(), attname)
+    return cat
