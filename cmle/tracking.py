@@ -83,3 +83,43 @@ def log_figure(fig, artifact_file: str) -> None:
 
     mlflow.log_figure(fig, artifact_file)
     plt.close(fig)
+
+
+CACHE_TAG = "cmle.cache_key"
+
+
+def cache_key(*parts: Any) -> str:
+    """A stable key for what a stage's output depends on (parameters, input versions, code)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def cached_outputs(stage: str, key: str) -> dict | None:
+    """Outputs of the newest finished run of ``stage`` in this experiment tagged with ``key``.
+
+    The step caching of MLflow's multistep example: a stage whose inputs, parameters and
+    code are unchanged finds its previous output instead of redoing (and duplicating) it.
+    The caller still checks that the outputs it finds are current.
+    """
+    run = mlflow.active_run()
+    if run is None:
+        return None
+    found = mlflow.search_runs(
+        experiment_ids=[run.info.experiment_id], output_format="list", max_results=1,
+        filter_string=f"tags.`cmle.stage` = '{stage}' and tags.`{CACHE_TAG}` = '{key}' "
+                      "and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"])
+    if not found:
+        return None
+    try:
+        return json.loads(mlflow.artifacts.load_text(f"runs:/{found[0].info.run_id}/outputs.json"))
+    except Exception as exc:  # noqa: BLE001 - a run without readable outputs is no cache
+        log.debug("cache run %s has no outputs: %s", found[0].info.run_id, exc)
+        return None
+
+
+def mark_cached(key: str) -> None:
+    """Tag the active run with the cache key of what it produced."""
+    if mlflow.active_run() is not None:
+        mlflow.set_tag(CACHE_TAG, key)

@@ -100,47 +100,69 @@ def _template(name: str) -> Template:
 
 
 # --- point in time ---------------------------------------------------------------------
+def unix_micros(when: dt.datetime | dt.date) -> int:
+    """UNIX microseconds of a time (naive values are taken as UTC), exactly."""
+    t = utc(when)
+    return (t - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
+
+
 def _minutes_between(later: str, earlier: str) -> str:
     return f"(UNIX_MICROS({later}) - UNIX_MICROS({earlier})) / {_MINUTE_US}"
 
 
-def _event_aggregates(t: dt.datetime, fs: FeatureSpec) -> list[str]:
-    """Per-profile aggregates of the look-back window [T - lookback, T) and its recent windows."""
-    t_lit = ts_literal(t)
+def _minutes_before(t_us: int, earlier_us: str) -> str:
+    """Minutes from ``earlier_us`` (UNIX microseconds) to T, a DOUBLE (NULL if it is NULL)."""
+    return f"({t_us} - {earlier_us}) / {_MINUTE_US}"
 
-    def since(days: int) -> str:
-        return ts_literal(t - dt.timedelta(days=days))
 
-    look = f"ts >= {since(fs.lookback_days)} AND ts < {t_lit}"
-    recent = {w: f"ts >= {since(w)} AND ts < {t_lit}" for w in fs.recent_windows}
+def _conversion_code() -> int:
+    """The event-type code ``k`` of the conversion: after the codes of :data:`EVENT_FEATURES`."""
+    return len(EVENT_FEATURES)
+
+
+def _event_code() -> str:
+    """The CASE that maps ``eventType`` to its code ``k`` (-1 for a type without features)."""
+    types = [f.event_type for f in EVENT_FEATURES] + [CONVERSION_EVENT]
+    whens = " ".join(f"WHEN '{_string(ty)}' THEN {i}" for i, ty in enumerate(types))
+    return f"CASE eventType {whens} ELSE -1 END"
+
+
+def _event_aggregates(fs: FeatureSpec, t_us: int) -> list[str]:
+    """Per-profile aggregates of the look-back window [T - lookback, T) and its recent windows.
+
+    They read the per-event integers of ``ev_days`` (see ``features.sql``): ``k`` the type
+    code, ``d`` the look-back day (NULL outside the look-back), ``us`` the time.
+    """
     aggs: list[str] = []
-    for f in EVENT_FEATURES:
-        is_type = f"event_type = '{_string(f.event_type)}'"
-        aggs.append(f"COUNT(CASE WHEN {is_type} AND {look} THEN 1 END) AS {f.count}")
-        aggs += [f"COUNT(CASE WHEN {is_type} AND {cond} THEN 1 END) AS {f.count}_{w}d" for w, cond in recent.items()]
-        aggs.append(f"{_minutes_between(t_lit, f'MAX(CASE WHEN {is_type} AND {look} THEN ts END)')} AS {f.recency}")
-    aggs.append(f"COUNT(CASE WHEN {look} THEN 1 END) AS events")
-    aggs += [f"COUNT(CASE WHEN {cond} THEN 1 END) AS events_{w}d" for w, cond in recent.items()]
-    aggs += _active_day_masks(t_lit, look, fs.lookback_days)
-    aggs.append(f"{_minutes_between(t_lit, f'MAX(CASE WHEN {look} THEN ts END)')} AS minutes_since_last_event")
-    aggs.append(f"{_minutes_between(t_lit, f'MIN(CASE WHEN {look} THEN ts END)')} AS minutes_since_first_event")
+    for code, f in enumerate(EVENT_FEATURES):
+        is_type = f"k = {code}"
+        aggs.append(f"COUNT(CASE WHEN {is_type} THEN d END) AS {f.count}")
+        aggs += [f"COUNT(CASE WHEN {is_type} AND d < {w} THEN 1 END) AS {f.count}_{w}d" for w in fs.recent_windows]
+        aggs.append(f"{_minutes_before(t_us, f'MAX(CASE WHEN {is_type} THEN look_us END)')} "
+                    f"AS {f.recency}")
+    aggs.append("COUNT(d) AS events")
+    aggs += [f"COUNT(CASE WHEN d < {w} THEN 1 END) AS events_{w}d" for w in fs.recent_windows]
+    aggs += _active_day_masks(fs.lookback_days)
+    aggs.append(f"{_minutes_before(t_us, 'MAX(look_us)')} AS minutes_since_last_event")
+    aggs.append(f"{_minutes_before(t_us, 'MIN(look_us)')} AS minutes_since_first_event")
     return aggs
 
 
-def _active_day_masks(t_lit: str, look: str, lookback_days: int) -> list[str]:
+def _active_day_masks(lookback_days: int) -> list[str]:
     """Aggregates ``day_mask_{i}``: bit d set when the profile had an event in the day
     [T - (d + 1) days, T - d days) (a calendar day when T is a midnight).
 
     Their bit counts sum to the number of active days. A BIT_OR per 63 days is far cheaper
     than COUNT(DISTINCT day), which makes engines materialise the events a second time.
     """
-    day = f"(UNIX_MICROS({t_lit}) - 1 - UNIX_MICROS(ts)) DIV {_DAY_US}"
+    n = (lookback_days + _MASK_DAYS - 1) // _MASK_DAYS
     masks = []
-    for i in range((lookback_days + _MASK_DAYS - 1) // _MASK_DAYS):
+    for i in range(n):
         lo, hi = i * _MASK_DAYS, min((i + 1) * _MASK_DAYS, lookback_days)
-        in_part = f"{look} AND {day} >= {lo} AND {day} < {hi}" if lookback_days > _MASK_DAYS else look
-        masks.append(f"BIT_OR(CASE WHEN {in_part} THEN SHIFTLEFT(CAST(1 AS BIGINT), CAST({day} - {lo} AS INT)) END) "
-                     f"AS day_mask_{i}")
+        bit = f"SHIFTLEFT(CAST(1 AS BIGINT), CAST(d - {lo} AS INT))"
+        # d is NULL outside the look-back, and so is the bit: BIT_OR skips it
+        masks.append(f"BIT_OR(CASE WHEN d >= {lo} AND d < {hi} THEN {bit} END) AS day_mask_{i}" if n > 1
+                     else f"BIT_OR({bit}) AS day_mask_{i}")
     return masks
 
 
@@ -186,17 +208,21 @@ def pit_sql(kind: str, events: str, profiles: str, tenant: str, snapshot: dt.dat
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     t = utc(snapshot)
     training = kind == TRAINING
-    t_lit = ts_literal(t)
-    end_lit = ts_literal(t + dt.timedelta(days=fs.outcome_days)) if training else t_lit
-    conv = _string(CONVERSION_EVENT)
-    label_agg = (f"MAX(CASE WHEN event_type = '{conv}' AND ts > {t_lit} AND ts <= {end_lit} "
-                 f"THEN 1 ELSE 0 END) AS label{_INDENT}") if training else ""
-    label_col = f"CAST(COALESCE(u.label, 0) AS INT) AS {LABEL_COLUMN}{_COL_INDENT}" if training else ""
+    t_lit, t_us = ts_literal(t), unix_micros(t)
+    end = t + dt.timedelta(days=fs.outcome_days) if training else t
+    conv = _conversion_code()
+    label_agg = (f"COUNT(CASE WHEN k = {conv} AND us > {t_us} AND us <= {unix_micros(end)} THEN 1 END) "
+                 f"AS conversions_after{_INDENT}") if training else ""
+    # 1 if the profile converted in (T, T + W]; 0 otherwise, also for a profile without events
+    label_col = (f"CAST(LEAST(COALESCE(u.conversions_after, 0), 1) AS INT) AS {LABEL_COLUMN}{_COL_INDENT}"
+                 if training else "")
     return _template("features.sql").substitute(
         events=quote_table(events), profiles=quote_table(profiles), tenant=tenant_root(tenant),
-        t=t_lit, scan_end=end_lit, conversion=conv,
+        t=t_lit, t_us=str(t_us), lookback_us=str(unix_micros(t - dt.timedelta(days=fs.lookback_days))),
+        day_us=str(_DAY_US), scan_end=ts_literal(end), conversion=_string(CONVERSION_EVENT),
+        conversion_code=str(conv), event_code=_event_code(),
         label_aggregate=label_agg, label_column=label_col,
-        event_aggregates=_INDENT.join(_event_aggregates(t, fs)),
+        event_aggregates=_INDENT.join(_event_aggregates(fs, t_us)),
         feature_columns=_COL_INDENT.join(_output_features(t, fs)),
     )
 
@@ -246,4 +272,4 @@ def feature_query(kind: str, events: str, profiles: str, tenant: str, snapshot: 
 
 
 __all__ = ["FeatureQuery", "KINDS", "SCORING", "TRAINING", "cmle_sql", "feature_query", "pit_sql",
-           "quote_table", "tenant_root", "ts_literal", "utc"]
+           "quote_table", "tenant_root", "ts_literal", "unix_micros", "utc"]

@@ -2,14 +2,30 @@
 --
 -- Spark SQL (AEP Query Service, Databricks, pyspark); cmle.sql.to_duckdb translates it for
 -- DuckDB. Only what both engines compute identically: conditional COUNT/MAX/MIN
--- aggregates, BIT_OR day masks (active days), a FULL OUTER JOIN, and UNIX_MICROS
--- arithmetic (exact on both). Timestamps are UTC: run with the session time zone in UTC.
+-- aggregates, BIT_OR day masks (active days), a FULL OUTER JOIN, and integer
+-- UNIX_MICROS arithmetic (exact on both). Timestamps are UTC: run with the session time
+-- zone in UTC.
+--
+-- Speed: the per-profile aggregation evaluates ~80 conditional aggregates per event row,
+-- so every per-row input they share is computed once, as an integer, before it: the
+-- event time in microseconds (us), an event-type code (k: the index of the type in
+-- cmle.features.spec.EVENT_FEATURES, the conversion after them, -1 for any other type)
+-- and the day of the look-back (d: 0 for the last day before T, NULL outside the
+-- look-back; look_us likewise us, NULL outside the look-back), so the aggregates compare
+-- small integers instead of strings and timestamps. "In the last n days" is d < n; "in the
+-- look-back" is d IS NOT NULL. This cuts the CPU time by about a tenth (the aggregation
+-- itself, ~10 ns per aggregate and event row in DuckDB, is the rest); a two-stage
+-- GROUP BY userid, type then a pivot per user measured slower on DuckDB (the pivot of
+-- ~450k (user, type) rows into ~60 columns costs more than it saves).
 --
 -- cmle.features.render fills every ${name}:
 --   ${events}, ${profiles}  table names; ${tenant} the custom-field root (_<tenant_id>)
---   ${t}                    the snapshot T, a TIMESTAMP literal
---   ${conversion}           the conversion event type (web.formFilledOut)
+--   ${t}, ${t_us}           the snapshot T: a TIMESTAMP literal, its UNIX microseconds
+--   ${lookback_us}          UNIX microseconds of T - look-back (the look-back's first instant)
+--   ${day_us}               microseconds per day
 --   ${scan_end}             the newest event the query reads: T + W (training) or T (scoring)
+--   ${conversion}           the conversion event type (web.formFilledOut); ${conversion_code} its k
+--   ${event_code}           the CASE that maps eventType to k
 --   ${label_aggregate}, ${label_column}   the label (training) or nothing (scoring)
 --   ${event_aggregates}     per-profile aggregates over the look-back window [T - lookback, T)
 --   ${feature_columns}      the feature expressions of the output
@@ -20,21 +36,30 @@
 WITH ev AS (
   SELECT
     ${tenant}.userid AS userid,
-    `timestamp` AS ts,
-    eventType AS event_type
+    UNIX_MICROS(`timestamp`) AS us,
+    ${event_code} AS k
   FROM ${events}
   -- after T only conversions matter (the label); other events there are left out early
   WHERE `timestamp` <= ${scan_end}
     AND (`timestamp` < ${t} OR eventType = '${conversion}')
     AND ${tenant}.userid IS NOT NULL
 ),
+ev_days AS (
+  SELECT
+    userid,
+    us,
+    k,
+    CASE WHEN us >= ${lookback_us} AND us < ${t_us} THEN (${t_us} - 1 - us) DIV ${day_us} END AS d,
+    CASE WHEN us >= ${lookback_us} AND us < ${t_us} THEN us END AS look_us
+  FROM ev
+),
 per_user AS (
   SELECT
     userid,
-    MIN(ts) AS first_seen,
-    MAX(CASE WHEN event_type = '${conversion}' AND ts <= ${t} THEN 1 ELSE 0 END) AS converted_before,
+    MIN(us) AS first_seen_us,
+    COUNT(CASE WHEN k = ${conversion_code} AND us <= ${t_us} THEN 1 END) AS conversions_before,
     ${label_aggregate}${event_aggregates}
-  FROM ev
+  FROM ev_days
   GROUP BY userid
 ),
 prof AS (
@@ -56,5 +81,5 @@ SELECT
   ${label_column}${feature_columns}
 FROM per_user u
 FULL OUTER JOIN prof p ON u.userid = p.userid
-WHERE COALESCE(u.converted_before, 0) = 0
-  AND (u.first_seen < ${t} OR (p.userid IS NOT NULL AND (p.signup_ts IS NULL OR p.signup_ts < ${t})))
+WHERE COALESCE(u.conversions_before, 0) = 0
+  AND (u.first_seen_us < ${t_us} OR (p.userid IS NOT NULL AND (p.signup_ts IS NULL OR p.signup_ts < ${t})))

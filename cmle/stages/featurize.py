@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import mlflow
 import pandas as pd
 
-from cmle import governance, naming, tracking
+from cmle import governance, ingestion, naming, tracking
 from cmle.context import Context
 from cmle.engines import spark_features
-from cmle.errors import DataCheckError, NotFoundError, ParameterError
+from cmle.errors import CmleError, DataCheckError, NotFoundError, ParameterError
 from cmle.features import checks, render
 from cmle.features import spec as fspec
 from cmle.platform.base import Dataset, Resource
@@ -160,7 +160,56 @@ def featurize(ctx: Context, snapshot_date: str = "", lookback_days: int = fspec.
               outcome_days: int = fspec.DEFAULT_OUTCOME_DAYS, windows: str = "7,14,28", framing: str = "both",
               min_positives: int = fspec.DEFAULT_MIN_POSITIVES, min_negatives: int = fspec.DEFAULT_MIN_NEGATIVES,
               max_null_rate: float = checks.DEFAULT_MAX_NULL_RATE, cmle_seed: int = fspec.DEFAULT_CMLE_SEED,
-              timeout_s: float = 600.0) -> dict:
+              timeout_s: float = 600.0, rebuild: bool = False) -> dict:
+    """Build the feature sets, or find them current: when the events, profiles, parameters and
+    feature SQL are those of an earlier run whose sets are unchanged, its outputs are returned
+    and nothing is rebuilt (``rebuild`` forces a rebuild)."""
+    params = dict(snapshot_date=snapshot_date, lookback_days=lookback_days, outcome_days=outcome_days,
+                  windows=windows, framing=framing, min_positives=min_positives, min_negatives=min_negatives,
+                  max_null_rate=max_null_rate, cmle_seed=cmle_seed)
+    owner = ctx.owner
+    sources = [_dataset(ctx, naming.events_dataset(owner), "events"),
+               _dataset(ctx, naming.profiles_dataset(owner), "profiles")]
+    key = tracking.cache_key(params, [ingestion.dataset_version(ctx.platform, d.id) for d in sources],
+                             _sql_fingerprint(), ctx.settings.platform.engine)
+    cached = None if rebuild else tracking.cached_outputs("featurize", key)
+    if cached is not None and _still_current(ctx, cached.get("set_versions", {})):
+        log.info("featurize: events, profiles and parameters unchanged; the feature sets are current")
+        tracking.mark_cached(key)
+        return {**cached, "reused": True}
+    out = _build_sets(ctx, timeout_s=timeout_s, **params)
+    out["set_versions"] = {ds_id: ingestion.dataset_version(ctx.platform, ds_id)
+                           for k, ds_id in out.items() if k.endswith("_dataset_id")}
+    out["reused"] = False
+    tracking.mark_cached(key)
+    return out
+
+
+def _sql_fingerprint() -> str:
+    """A hash of the feature SQL and its renderer: a code change invalidates cached sets."""
+    import hashlib
+    from importlib import resources
+
+    digest = hashlib.sha256()
+    for name in sorted(p.name for p in resources.files("cmle.sql").iterdir() if p.name.endswith(".sql")):
+        digest.update(resources.files("cmle.sql").joinpath(name).read_bytes())
+    for module in (render, fspec):
+        digest.update(resources.files("cmle.features").joinpath(module.__name__.rsplit(".", 1)[1] + ".py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _still_current(ctx: Context, versions: dict) -> bool:
+    """True when every dataset still holds exactly the content recorded in ``versions``."""
+    try:
+        return bool(versions) and all(ingestion.dataset_version(ctx.platform, ds_id) == v
+                                      for ds_id, v in versions.items())
+    except CmleError:
+        return False
+
+
+def _build_sets(ctx: Context, snapshot_date: str, lookback_days: int, outcome_days: int, windows: str,
+                framing: str, min_positives: int, min_negatives: int, max_null_rate: float, cmle_seed: int,
+                timeout_s: float) -> dict:
     """Build the training set(s) of ``framing`` and the scoring set; return ids and counts."""
     if not 0.0 < max_null_rate <= 1.0:
         raise ParameterError(f"featurize: max_null_rate = {max_null_rate} must be in (0, 1]")
@@ -230,6 +279,7 @@ STAGE = Stage(
               "NULL in at least this share of rows (1.0: only an always-NULL feature)"),
         Param("cmle_seed", int, fspec.DEFAULT_CMLE_SEED, "seed of the cmle framing's random negative row"),
         Param("timeout_s", float, 600.0, "seconds each query may run", min=1),
+        Param("rebuild", bool, False, "rebuild the sets even when their inputs and parameters are unchanged"),
     ),
     help="Build the point-in-time training set (and the notebooks' framing for comparison) and the scoring "
          "set with the feature SQL, after data checks.",

@@ -61,7 +61,9 @@ def test_spec_refuses_empty_windows(kwargs):
 
 def test_label_window_and_scan_bounds():
     sql = render.pit_sql("training", "ev", "pr", "cmle", T, FeatureSpec(outcome_days=10))
-    assert "ts > TIMESTAMP '2025-03-01 00:00:00' AND ts <= TIMESTAMP '2025-03-11 00:00:00'" in sql
+    t_us, end_us = render.unix_micros(T), render.unix_micros(T + dt.timedelta(days=10))
+    assert end_us - t_us == 10 * 86_400 * 1_000_000
+    assert f"us > {t_us} AND us <= {end_us}" in sql
     assert "`timestamp` <= TIMESTAMP '2025-03-11 00:00:00'" in sql
     scoring = render.pit_sql("scoring", "ev", "pr", "cmle", T)
     assert "`timestamp` <= TIMESTAMP '2025-03-01 00:00:00'" in scoring and " AS label" not in scoring

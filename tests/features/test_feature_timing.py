@@ -32,7 +32,7 @@ def build(platform, kind: str = "training", when: dt.datetime = T, fs: FeatureSp
     df = platform.read_dataset(ds.id).to_pandas()
     assert list(df.columns) == list(query.columns)
     assert df["userid"].is_unique
-    return df.set_index("userid")
+    return df.set_index("userid").sort_index()  # the SQL has no ORDER BY: compare sets of rows
 
 
 @pytest.fixture

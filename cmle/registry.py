@@ -1,0 +1,211 @@
+"""The model registry as the stages use it: versions, aliases, tags, stages, promotion history.
+
+Aliases (``challenger``, ``champion``) are the primary mechanism; they work on every
+registry. Stages exist only on the workspace / OSS registries (sqlite, file, http, the
+Databricks workspace registry) and are deprecated there; Unity Catalog (``databricks-uc``,
+and OSS Unity Catalog ``uc``) has none and refuses every stage call. Whether the registry
+has stages is decided here, once, from the registry URI (:func:`registry_has_stages`);
+nothing else calls a stage API.
+
+Every promotion decision is written onto the challenger version as a tag
+``cmle.promotion.<UTC time>`` (a JSON record) and as a line of its description, so
+:meth:`Registry.promotion_history` can read the history back — MLflow keeps no history of
+alias moves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.parse
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from cmle.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+PRODUCTION = "Production"
+LATEST = "latest"
+# Registry URI schemes without stages: Databricks Unity Catalog and OSS Unity Catalog.
+STAGELESS_SCHEMES = ("databricks-uc", "uc")
+TAG_PREFIX = "cmle."
+PROMOTION_TAG_PREFIX = "cmle.promotion."
+PROMOTION_STATUS_TAG = "cmle.promotion_status"
+# MLflow's limit on a model version tag value.
+MAX_TAG_VALUE = 5000
+
+
+def registry_has_stages(registry_uri: str) -> bool:
+    """False for Unity Catalog registries (``databricks-uc[://profile]``, ``uc:...``), True otherwise."""
+    uri = (registry_uri or "").strip()
+    scheme = urllib.parse.urlparse(uri).scheme
+    return not (scheme in STAGELESS_SCHEMES or uri in STAGELESS_SCHEMES)
+
+
+def utc_stamp(when: datetime | None = None) -> str:
+    """A sortable UTC time usable in a tag key (letters, digits only): 20240301T120000123456Z."""
+    when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return when.strftime("%Y%m%dT%H%M%S%fZ")
+
+
+@dataclass
+class Registry:
+    """The registry at ``uri`` through ``client``; stage support derives from ``uri`` alone."""
+
+    client: MlflowClient
+    uri: str
+
+    @classmethod
+    def current(cls) -> "Registry":
+        """The registry MLflow is configured for (``mlflow.get_registry_uri()``)."""
+        uri = mlflow.get_registry_uri()
+        return cls(client=MlflowClient(registry_uri=uri), uri=uri)
+
+    @property
+    def has_stages(self) -> bool:
+        return registry_has_stages(self.uri)
+
+    # --- reading ----------------------------------------------------------------------
+    def aliases(self, name: str) -> dict[str, str]:
+        """``alias -> version`` of a registered model; RegistryError if the model does not exist."""
+        try:
+            model = self.client.get_registered_model(name)
+        except MlflowException as exc:
+            raise RegistryError(f"registered model {name!r} does not exist in the registry {self.uri}; "
+                                f"run the train stage first ({_short(exc)})") from None
+        return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every version of ``name``, oldest first ([] when the model does not exist)."""
+        try:
+            found = self.client.search_model_versions(f"name='{name}'")
+        except MlflowException:
+            return []
+        return sorted(found, key=lambda v: int(v.version))
+
+    def version(self, name: str, version: str | int) -> ModelVersion:
+        try:
+            return self.client.get_model_version(name, str(version))
+        except MlflowException as exc:
+            raise RegistryError(f"model {name!r} has no version {version} ({_short(exc)})") from None
+
+    def by_alias(self, name: str, alias: str, required: bool = True) -> ModelVersion | None:
+        """The version ``alias`` points at; None (or RegistryError when ``required``) if unset."""
+        aliases = self.aliases(name)
+        if alias not in aliases:
+            if not required:
+                return None
+            known = ", ".join(f"{a} -> v{v}" for a, v in sorted(aliases.items())) or "none"
+            todo = "run the train stage to register a challenger" if alias == CHALLENGER else "set it first"
+            raise RegistryError(f"model {name!r} has no alias {alias!r} (aliases: {known}); {todo}")
+        return self.version(name, aliases[alias])
+
+    def resolve(self, name: str, ref: str | int = CHAMPION) -> ModelVersion:
+        """One concrete version from an alias, a version number or ``latest``."""
+        ref = str(ref).strip()
+        if ref.isdigit():
+            self.aliases(name)  # a clear error when the model itself is missing
+            return self.version(name, ref)
+        if ref.lower() == LATEST:
+            found = self.versions(name)
+            if not found:
+                raise RegistryError(f"model {name!r} has no versions; run the train stage first")
+            return found[-1]
+        return self.by_alias(name, ref)
+
+    def find_by_tag(self, name: str, key: str, value: str) -> ModelVersion | None:
+        """The newest version tagged ``key = value`` (filtered here: Unity Catalog cannot filter tags)."""
+        matches = [v for v in self.versions(name) if (v.tags or {}).get(key) == value]
+        return matches[-1] if matches else None
+
+    # --- writing ----------------------------------------------------------------------
+    def set_alias(self, name: str, alias: str, version: str | int) -> None:
+        self.client.set_registered_model_alias(name, alias, str(version))
+
+    def set_tags(self, name: str, version: str | int, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, str(version), key, str(value)[:MAX_TAG_VALUE])
+
+    def append_description(self, name: str, version: str | int, line: str) -> None:
+        current = self.version(name, version).description or ""
+        text = f"{current.rstrip()}\n{line}".strip()
+        self.client.update_model_version(name, str(version), description=text)
+
+    def transition_to(self, name: str, version: str | int, stage: str = PRODUCTION) -> bool:
+        """Move a version to ``stage``, archiving the versions there; False (no call) without stages."""
+        if not self.has_stages:
+            log.info("registry %s has no stages (Unity Catalog): alias only, no stage transition", self.uri)
+            return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated, still honoured here
+            self.client.transition_model_version_stage(name, str(version), stage, archive_existing_versions=True)
+        return True
+
+    # --- promotion history --------------------------------------------------------------
+    def record_promotion(self, name: str, version: str | int, record: dict[str, Any]) -> str:
+        """Write one decision onto the version (tag + description line); returns the tag key."""
+        stamp = utc_stamp(_parse_time(record.get("time")))
+        key = f"{PROMOTION_TAG_PREFIX}{stamp}"
+        payload = json.dumps(record, sort_keys=True, default=str)
+        if len(payload) > MAX_TAG_VALUE:
+            raise ValueError(f"promotion record is {len(payload)} characters, above MLflow's {MAX_TAG_VALUE}")
+        self.set_tags(name, version, {key: payload, PROMOTION_STATUS_TAG: record.get("status", "")})
+        self.append_description(name, version, describe_promotion(record))
+        return key
+
+    def promotion_history(self, name: str) -> list[dict[str, Any]]:
+        """Every recorded decision on every version of ``name``, oldest first."""
+        history = []
+        for v in self.versions(name):
+            for key, value in (v.tags or {}).items():
+                if not key.startswith(PROMOTION_TAG_PREFIX):
+                    continue
+                try:
+                    record = json.loads(value)
+                except json.JSONDecodeError:
+                    log.warning("model %s v%s: unreadable promotion tag %s", name, v.version, key)
+                    continue
+                record.setdefault("version", str(v.version))
+                record["tag"] = key
+                history.append(record)
+        return sorted(history, key=lambda r: (r["tag"][len(PROMOTION_TAG_PREFIX):], str(r.get("version"))))
+
+
+def describe_promotion(record: dict[str, Any]) -> str:
+    """One human-readable line for a model version's description."""
+    champ = record.get("previous_champion")
+    vs = f"champion v{champ} {_num(record.get('champion_auc'))}" if champ else "no champion"
+    return (f"[{record.get('time', '')}] promotion {record.get('mode', '')}: "
+            f"{str(record.get('status', '')).upper()}: challenger ROC-AUC {_num(record.get('challenger_auc'))} "
+            f"(floor {record.get('min_auc')}, {vs}, tolerance {record.get('tolerance')}); {record.get('reason', '')}")
+
+
+def _num(value) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if number != number else f"{number:.4f}"
+
+
+def _parse_time(value) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+def _short(exc: Exception) -> str:
+    return str(getattr(exc, "message", exc)).splitlines()[0][:200]

@@ -1,0 +1,103 @@
+"""Stage ``audience``: audiences from score rules, evaluated, plotted and activated.
+
+Each rule (``rules``, see :mod:`cmle.audiences.rules`) renders as PQL over the score
+attributes under ``_{tenant}`` and becomes an audience named
+``naming.audience(rule, owner)`` (get-or-create: re-running updates, never duplicates).
+The audiences are evaluated now and their qualified counts logged with a reach curve
+(profiles reached against the propensity threshold, from the merged profile attributes).
+With a ``destination`` (default ``local-files``; empty = skip), every audience is activated:
+the destination receives the members with their identity and ``fields``, and the
+platform records every send, success or failure.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+
+from cmle import naming, tracking
+from cmle.audiences.plots import reach_figure
+from cmle.audiences.rules import DEFAULT_RULES, parse_rules, reach_curve
+from cmle.columns import ID_COLUMN
+from cmle.context import Context
+from cmle.errors import NotFoundError, ParameterError, PlatformError
+from cmle.scoring.schema import SCORE_COLUMNS
+from cmle.stages import Param, Stage
+
+DEFAULT_DESTINATION = "local-files"
+DEFAULT_FIELDS = "propensity,score,percentile,decile,bucket,model_version"
+_RULE_FIELDS = ["propensity", "percentile", "bucket"]
+
+
+def parse_fields(text: str) -> list[str]:
+    """Score fields sent with each member besides the identity; ParameterError for unknown ones."""
+    fields = list(dict.fromkeys(f.strip() for f in text.split(",") if f.strip() and f.strip() != ID_COLUMN))
+    allowed = [c for c in SCORE_COLUMNS if c != ID_COLUMN]
+    unknown = [f for f in fields if f not in allowed]
+    if unknown:
+        raise ParameterError(f"audience: fields {unknown} are not score fields; choose among {', '.join(allowed)}")
+    return fields
+
+
+def audience(ctx: Context, rules: str = DEFAULT_RULES, destination: str = DEFAULT_DESTINATION,
+             fields: str = DEFAULT_FIELDS) -> dict:
+    parsed = parse_rules(rules)
+    member_fields = parse_fields(fields)
+    platform = ctx.platform
+    attrs = platform.profile_attributes(_RULE_FIELDS)
+    scored = attrs[pd.to_numeric(attrs["propensity"], errors="coerce").notna()].reset_index(drop=True)
+    if scored.empty:
+        raise NotFoundError("no profile holds a propensity score yet; run `score` and `ingest` first")
+
+    audiences = [platform.get_or_create_audience(naming.audience(r.name, ctx.owner), r.pql(platform.tenant_id),
+                                                 r.describe()) for r in parsed]
+    qualified = platform.evaluate_audiences([a.id for a in audiences])
+    counts = {r.name: int(qualified.get(a.id, 0)) for r, a in zip(parsed, audiences)}
+    report = pd.DataFrame([{
+        "rule": r.name, "kind": r.kind, "spec": r.spec(), "audience": a.name, "audience_id": a.id, "pql": a.pql,
+        "qualified": counts[r.name], "share": counts[r.name] / len(scored),
+        "matching_attributes": int(r.mask(scored).sum()),  # what the rule selects in the attributes read here
+    } for r, a in zip(parsed, audiences)])
+    mlflow.log_metrics({"scored_profiles": float(len(scored)),
+                        **{f"qualified_{name}": float(n) for name, n in counts.items()}})
+    tracking.log_table(report, "audiences/audiences.csv")
+    curve = reach_curve(scored["propensity"])
+    tracking.log_table(curve, "audiences/reach_curve.csv")
+    tracking.log_figure(reach_figure(curve, parsed, counts, scored), "audiences/reach_curve.png")
+
+    activations = []
+    if destination.strip():
+        activations = [platform.activate_audience(a, destination.strip(), member_fields) for a in audiences]
+        table = pd.DataFrame([{"audience": a.name, "audience_id": act.audience_id, "destination": act.destination,
+                               "status": act.status, "members": act.members, "location": act.location,
+                               "detail": act.detail} for a, act in zip(audiences, activations)])
+        tracking.log_table(table, "audiences/activations.csv")
+        mlflow.log_metric("activations_failed", float(sum(act.status != "success" for act in activations)))
+    failed = [f"{a.name}: {act.detail or act.status}" for a, act in zip(audiences, activations)
+              if act.status != "success"]
+    if failed:
+        raise PlatformError(f"activation to {destination!r} failed for {len(failed)} audience(s): "
+                            + "; ".join(failed) + ". Check the destination and re-run audience")
+    return {
+        "scored_profiles": len(scored),
+        "audiences": {r.name: {"id": a.id, "name": a.name, "pql": a.pql, "qualified": counts[r.name]}
+                      for r, a in zip(parsed, audiences)},
+        "destination": destination.strip(),
+        "activations": [{"audience_id": act.audience_id, "status": act.status, "members": act.members,
+                         "location": act.location} for act in activations],
+    }
+
+
+STAGE = Stage(
+    name="audience",
+    func=audience,
+    params=(
+        Param("rules", str, DEFAULT_RULES,
+              "audience rules 'NAME:band:LOWER:UPPER', 'NAME:top:PERCENT', 'NAME:bucket:high[,medium]' "
+              "separated by ';'"),
+        Param("destination", str, DEFAULT_DESTINATION, "destination to activate the audiences to; empty = skip"),
+        Param("fields", str, DEFAULT_FIELDS, "score fields sent with each member's identity, comma-separated"),
+    ),
+    help="Create audiences from score rules (band, top percent, bucket), evaluate them, log the reach curve "
+         "and activate them to a destination.",
+)

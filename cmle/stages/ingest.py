@@ -1,0 +1,84 @@
+"""Stage ``ingest``: the score files of one score run into the profile-enabled scores dataset.
+
+Gets or creates the scores field group (the score fields under ``_{tenant}``), the
+Profile schema (ECID identity on ``_{tenant}.userid``, enabled for Profile) and the
+profile-enabled scores dataset, then ingests the newest score run (or the one at
+``export_time``) as ONE batch tagged ``scores:{export_time}`` and waits for a terminal
+status. Re-running for the same score run finds that batch and ingests nothing (AEP
+advises at most one Profile batch per dataset a day, 90 a sandbox). On Profile, the newest
+batch wins per identity, so audiences see each profile's latest score.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import mlflow
+import pyarrow as pa
+
+from cmle import naming, storage
+from cmle.columns import ID_COLUMN
+from cmle.context import Context
+from cmle.errors import DataCheckError, NotFoundError
+from cmle.ingestion import ingest_tables
+from cmle.platform.base import PROFILE, Dataset, Platform
+from cmle.scoring import batch
+from cmle.scoring.schema import SCORE_COLUMNS, XDM_FIELDS, to_xdm
+from cmle.stages import Param, Stage
+
+
+def scores_dataset(platform: Platform, owner: str) -> Dataset:
+    """Get or create the scores field group, Profile schema and profile-enabled dataset."""
+    fg = platform.get_or_create_field_group(naming.score_field_group(owner), XDM_FIELDS, PROFILE)
+    schema_id = platform.get_or_create_schema(naming.score_schema(owner), PROFILE, [fg],
+                                              identity_field=ID_COLUMN, profile_enabled=True)
+    return platform.get_or_create_dataset(naming.scores_dataset(owner), schema_id, profile_enabled=True)
+
+
+def xdm_tables(url: str, tenant_id: str, rows_per_file: int = batch.ROWS_PER_FILE) -> Iterator[pa.Table]:
+    """The score files of a run in the XDM shape, one table (one uploaded file) at a time."""
+    for rb in storage.iter_export_batches(url, batch_rows=rows_per_file, columns=list(SCORE_COLUMNS)):
+        yield to_xdm(rb, tenant_id)
+
+
+def ingest(ctx: Context, export_time: str = "") -> dict:
+    settings = ctx.settings
+    folder = naming.scores_folder(ctx.owner)
+    run = batch.find_score_run(settings.storage_url, settings.cloud.import_path, folder, export_time.strip())
+    if run is None:
+        where = storage.dataset_folder(settings.storage_url, settings.cloud.import_path, folder)
+        which = f"at exportTime={export_time}" if export_time.strip() else "yet"
+        raise NotFoundError(f"no score run {which} under {where}; run `score` first"
+                            + (" or pass an export_time listed there" if export_time.strip() else ""))
+    platform = ctx.platform
+    ds = scores_dataset(platform, ctx.owner)
+    result = ingest_tables(platform, ds.id, xdm_tables(run.url, platform.tenant_id),
+                           key=f"scores:{run.export_time}", file_prefix="scores")
+    if result.batch.records != run.rows:
+        raise DataCheckError(f"batch {result.batch.id} holds {result.batch.records} records, the score run "
+                             f"{run.url} {run.rows}; revert the batch and re-run ingest")
+    mlflow.set_tags({"cmle.scores_dataset_id": ds.id, "cmle.scores_batch_id": result.batch.id,
+                     "cmle.scores_export_time": run.export_time})
+    mlflow.log_metrics({"records": float(result.batch.records), "reused_batch": float(result.reused)})
+    return {
+        "dataset_id": ds.id,
+        "dataset_name": ds.name,
+        "batch_id": result.batch.id,
+        "records": result.batch.records,
+        "reused": result.reused,
+        "export_time": run.export_time,
+        "scores_url": run.url,
+        "model_version": run.model_version,
+    }
+
+
+STAGE = Stage(
+    name="ingest",
+    func=ingest,
+    params=(
+        Param("export_time", str, "",
+              "exportTime (YYYYMMDDHHMMSS) of the score run to ingest; empty = the newest"),
+    ),
+    help="Ingest one score run into the profile-enabled scores dataset as one batch (get-or-create the "
+         "schema and dataset; never twice for the same run).",
+)

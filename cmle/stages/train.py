@@ -1,0 +1,405 @@
+"""Stage ``train``: tune, fit, calibrate, evaluate, log and register the propensity model.
+
+Reads the newest training-set export; splits it (stratified, seeded) into train /
+validation / holdout; searches the model families with TPE, one nested run per trial,
+selecting on validation only; refits the chosen point on train and calibrates it on
+validation; evaluates once on the holdout (metrics, lift/gains, calibration, figures);
+compares with the synthetic oracle and (``framing = both``, the default, when the cmle set
+was exported) with the same model trained on the notebooks' ``cmle`` framing; logs the
+pyfunc model from code and registers it with alias ``challenger``. The holdout rows are
+stored with the run (``holdout/holdout.parquet``) so ``promote`` can score challenger and
+champion on the same data.
+
+Idempotent: a version trained from the same export with the same parameters (its
+``cmle.fingerprint`` tag) is reused rather than trained again, unless ``retrain`` is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from cmle import __version__, storage, tracking
+from cmle.columns import ID_COLUMN, LABEL_COLUMN, SNAPSHOT_COLUMN
+from cmle.context import Context
+from cmle.errors import NotFoundError
+from cmle.exports import feature_set_name, newest_feature_export
+from cmle.model import artifact, evaluation, fit, metrics, scoring, space, tuning
+from cmle.model.preprocess import FeatureSpec
+from cmle.registry import CHALLENGER, TAG_PREFIX, Registry
+from cmle.stages import Param, Stage
+from cmle.stages.featurize import FRAMING_CHOICES
+
+log = logging.getLogger(__name__)
+
+HOLDOUT_ARTIFACT = "holdout/holdout.parquet"
+FINGERPRINT_TAG = f"{TAG_PREFIX}fingerprint"
+HOLDOUT_TAG = f"{TAG_PREFIX}holdout_uri"
+METRIC_TAGS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece")
+
+
+@dataclass
+class Source:
+    """The training set as read: its export folder, dataset id and rows."""
+
+    folder: storage.ExportFolder
+    dataset_id: str
+    frame: pd.DataFrame
+
+
+def read_training_set(ctx: Context, framing: str) -> Source:
+    """The newest export of the ``framing`` training set as a DataFrame."""
+    folder = newest_feature_export(ctx, "training", framing)
+    dataset = ctx.platform.find_dataset(feature_set_name(ctx, "training", framing))
+    frame = storage.read_export(folder.url).to_pandas()
+    return Source(folder=folder, dataset_id=dataset.id if dataset else "", frame=frame)
+
+
+def fingerprint(source: Source, params: dict[str, Any]) -> str:
+    """Identity of a training: export, parameters (not ``retrain``) and package version."""
+    data = {"dataset_id": source.dataset_id, "export_time": source.folder.export_time, "cmle": __version__,
+            "params": {k: v for k, v in sorted(params.items()) if k != "retrain"}}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def cpu_threads(load: float | None = None) -> int:
+    """Threads for OpenMP / BLAS / joblib while training.
+
+    ``OMP_NUM_THREADS`` (or the core count) is the cap; on a machine already busy it drops
+    to what is free, down to 1: histogram GBDT with 2 OpenMP threads on 2 cores shared with
+    other work ran 6-8x slower than with 1 thread here (threads wait for each other at every
+    barrier), while a free machine gains from every core.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        cap = max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        cap = cores
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cap, cores - int(load)))
+
+
+def _xy(spec: FeatureSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    return spec.prepare(frame), fit.labels(frame)
+
+
+@dataclass
+class Trained:
+    """What one training produced, up to (not including) registration."""
+
+    spec: FeatureSpec
+    parts: fit.Split
+    search: tuning.TuningResult
+    estimator: object
+    reference: scoring.Reference
+    holdout: evaluation.Evaluation
+    oracle: dict
+    seconds: float = 0.0
+
+
+def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMILIES, seed: int = 42,
+          metric: str = "roc_auc", holdout_fraction: float = 0.2, validation_fraction: float = 0.2,
+          framing: str = "both", calibration: str = "sigmoid", max_tune_rows: int = 15_000,
+          retrain: bool = False) -> dict:
+    """The stage: train (or reuse) and register a challenger; returns its version and metrics."""
+    settings = ctx.settings
+    params = dict(max_evals=max_evals, families=families, seed=seed, metric=metric,
+                  holdout_fraction=holdout_fraction, validation_fraction=validation_fraction, framing=framing,
+                  calibration=calibration, max_tune_rows=max_tune_rows)
+    chosen = space.parse_families(families)
+    fit.check_fractions(holdout_fraction, validation_fraction)
+    # "both": the model is trained on the point-in-time set and compared with the same model
+    # trained on the notebooks' framing; "pit" / "cmle": that set alone.
+    trained_on = "cmle" if framing == "cmle" else "pit"
+    source = read_training_set(ctx, trained_on)
+    registry = Registry.current()
+    name = settings.cloud.model_name
+    fp = fingerprint(source, params)
+    _log_lineage(source, trained_on, fp)
+    if not retrain:
+        existing = registry.find_by_tag(name, FINGERPRINT_TAG, fp)
+        if existing is not None:
+            return _reuse(registry, name, existing)
+
+    threads = cpu_threads()
+    mlflow.log_param("threads", threads)
+    with threadpool_limits(limits=threads):
+        trained = fit_and_evaluate(settings, source.frame, chosen, max_evals=max_evals, seed=seed, metric=metric,
+                                   holdout_fraction=holdout_fraction, validation_fraction=validation_fraction,
+                                   calibration=calibration, max_tune_rows=max_tune_rows, threads=threads)
+        comparison = {}
+        if framing == "both":
+            comparison = _compare_cmle(ctx, trained, seed, holdout_fraction, validation_fraction, calibration,
+                                       threads)
+    info = {"family": trained.search.best.params["family"], "params": space.loggable(trained.search.best.params),
+            "metric": metric, f"validation_{metric}": trained.search.best.score, "calibration": calibration,
+            "seed": seed, "framing": trained_on, "export_url": source.folder.url,
+            "export_time": source.folder.export_time, "dataset_id": source.dataset_id,
+            "training_run_id": mlflow.active_run().info.run_id}
+    version = register(registry, name, trained, info, fp)
+    holdout = trained.holdout.metrics
+    log.info("train: %s v%s (%s) holdout ROC-AUC %.4f, ECE %.4f in %.1f s", name, version, info["family"],
+             holdout["roc_auc"], holdout["ece"], trained.seconds)
+    return {"model_name": name, "model_version": version, "model_uri": f"models:/{name}/{version}",
+            "alias": CHALLENGER, "training_run_id": info["training_run_id"], "family": info["family"],
+            "holdout_roc_auc": holdout["roc_auc"], "holdout_ece": holdout["ece"],
+            "auc_ratio": (trained.oracle.get("metrics") or {}).get("auc_ratio"),
+            "train_seconds": round(trained.seconds, 2), "trials": len(trained.search.trials),
+            "training_export": source.folder.url, "reused": False, **comparison}
+
+
+def fit_and_evaluate(settings, frame: pd.DataFrame, families: tuple[str, ...], *, max_evals: int, seed: int,
+                     metric: str, holdout_fraction: float, validation_fraction: float, calibration: str,
+                     max_tune_rows: int, threads: int) -> Trained:
+    """Split, tune, refit and calibrate, then evaluate once on the holdout; log it all."""
+    started = time.perf_counter()
+    parts = fit.split(frame, holdout_fraction, validation_fraction, seed)
+    spec = FeatureSpec.infer(frame)
+    mlflow.log_params({"n_features": len(spec.columns), "n_numeric": len(spec.numeric),
+                       "n_categorical": len(spec.categorical)})
+    mlflow.log_metrics({k: float(v) for k, v in parts.sizes().items()}
+                       | {"train_base_rate": float(fit.labels(parts.train).mean())})
+    train_xy, valid_xy = _xy(spec, parts.train), _xy(spec, parts.valid)
+    # Trials fit on a stratified sample of the training rows (speed); the chosen point is
+    # refitted on all of them.
+    tune_xy = fit.sample_rows(*train_xy, max_tune_rows, seed)
+    mlflow.log_metric("tune_rows", len(tune_xy[0]))
+    result = tuning.tune(tune_xy, valid_xy, spec, families, max_evals=max_evals, seed=seed, metric=metric,
+                         n_jobs=threads)
+    _log_tuning(result)
+    estimator = fit.fit_calibrated(result.best.params, spec, train_xy, valid_xy, seed=seed,
+                                   calibration=calibration, n_jobs=threads)
+    mlflow.log_metric("fit_seconds", time.perf_counter() - started)
+
+    # The holdout is touched here, once, after every choice has been made.
+    holdout_x, holdout_y = _xy(spec, parts.holdout)
+    propensity = estimator.predict_proba(holdout_x)[:, 1]
+    reference = scoring.Reference.from_propensities(propensity)
+    result_eval = evaluation.evaluate(holdout_y, scoring.outputs(propensity, reference))
+    oracle = _oracle_comparison(settings, parts.holdout, holdout_y, propensity)
+    importance = fit.feature_importance(estimator, *valid_xy, seed=seed)
+    evaluation.log_evaluation(result_eval, importance, oracle=oracle.get("propensity"))
+    if oracle.get("metrics"):
+        mlflow.log_metrics(oracle["metrics"])
+    seconds = time.perf_counter() - started
+    mlflow.log_metric("train_seconds", seconds)
+    return Trained(spec=spec, parts=parts, search=result, estimator=estimator, reference=reference,
+                   holdout=result_eval, oracle=oracle, seconds=seconds)
+
+
+def register(registry: Registry, name: str, trained: Trained, info: dict, fp: str) -> str:
+    """Log the pyfunc and its holdout, register it, tag it, point ``challenger`` at it."""
+    holdout_uri = _log_holdout(trained.parts.holdout, trained.spec)
+    example = artifact.input_example(trained.spec, trained.parts.holdout)
+    model_info = artifact.log_model(trained.estimator, trained.spec, trained.reference, example, info,
+                                    registered_model_name=name)
+    version = str(model_info.registered_model_version)
+    holdout = trained.holdout.metrics
+    oracle = trained.oracle.get("metrics") or {}
+    tags = {f"{TAG_PREFIX}holdout_{k}": f"{holdout[k]:.6f}" for k in METRIC_TAGS}
+    tags |= {f"{TAG_PREFIX}{k}": f"{v:.6f}" for k, v in oracle.items() if np.isfinite(v)}
+    tags |= {FINGERPRINT_TAG: fp, HOLDOUT_TAG: holdout_uri, f"{TAG_PREFIX}family": info["family"],
+             f"{TAG_PREFIX}training_run_id": info["training_run_id"], f"{TAG_PREFIX}export_url": info["export_url"],
+             f"{TAG_PREFIX}export_time": info["export_time"], f"{TAG_PREFIX}dataset_id": info["dataset_id"],
+             f"{TAG_PREFIX}framing": info["framing"], f"{TAG_PREFIX}seed": info["seed"],
+             f"{TAG_PREFIX}version": __version__}
+    registry.set_tags(name, version, tags)
+    registry.append_description(name, version, _description(info, holdout, oracle))
+    registry.set_alias(name, CHALLENGER, version)
+    mlflow.set_tags({f"{TAG_PREFIX}model_version": version, f"{TAG_PREFIX}family": info["family"]})
+    return version
+
+
+def _reuse(registry: Registry, name: str, existing) -> dict:
+    """Point ``challenger`` at an existing version trained the same way; train nothing."""
+    tags = existing.tags or {}
+    registry.set_alias(name, CHALLENGER, existing.version)
+    mlflow.set_tags({f"{TAG_PREFIX}reused_version": existing.version})
+    log.info("train: version %s of %s was trained from the same export with the same parameters; reusing it "
+             "(set retrain=true to train again)", existing.version, name)
+
+    def number(key: str):
+        value = tags.get(f"{TAG_PREFIX}{key}")
+        return float(value) if value not in (None, "") else None
+
+    return {"model_name": name, "model_version": str(existing.version),
+            "model_uri": f"models:/{name}/{existing.version}", "alias": CHALLENGER,
+            "training_run_id": tags.get(f"{TAG_PREFIX}training_run_id", existing.run_id),
+            "family": tags.get(f"{TAG_PREFIX}family"), "holdout_roc_auc": number("holdout_roc_auc"),
+            "holdout_ece": number("holdout_ece"), "auc_ratio": number("auc_ratio"),
+            "training_export": tags.get(f"{TAG_PREFIX}export_url"), "reused": True}
+
+
+def _log_lineage(source: Source, framing: str, fp: str) -> None:
+    """Which export (URL, time, dataset, snapshot), framing, and the featurize run's parameters
+    (the seed and every other train parameter are the run's own params)."""
+    mlflow.set_tags({f"{TAG_PREFIX}export_url": source.folder.url,
+                     f"{TAG_PREFIX}export_time": source.folder.export_time,
+                     f"{TAG_PREFIX}dataset_id": source.dataset_id, f"{TAG_PREFIX}framing": framing,
+                     FINGERPRINT_TAG: fp})
+    snapshots = source.frame[SNAPSHOT_COLUMN].drop_duplicates() if SNAPSHOT_COLUMN in source.frame else []
+    snapshot = str(snapshots.iloc[0]) if len(snapshots) == 1 else f"{len(snapshots)} distinct (row-level)"
+    tracking.log_params({"export_time": source.folder.export_time, "dataset_id": source.dataset_id,
+                         "training_rows": len(source.frame), "snapshot_ts": snapshot}, prefix="lineage.")
+    run = _featurize_run(source.folder)
+    if run is not None:
+        mlflow.set_tag(f"{TAG_PREFIX}featurize_run_id", run.info.run_id)
+        tracking.log_params({k: v for k, v in run.data.params.items() if not k.startswith("config.")},
+                            prefix="featurize.")
+
+
+def _featurize_run(folder: storage.ExportFolder):
+    """The newest finished featurize run that ended before the export was written, if any."""
+    active = mlflow.active_run()
+    if active is None:
+        return None
+    try:
+        runs = mlflow.search_runs(experiment_ids=[active.info.experiment_id], output_format="list",
+                                  filter_string="tags.`cmle.stage` = 'featurize' and attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time DESC"], max_results=20)
+    except Exception as exc:  # noqa: BLE001 - lineage is best effort
+        log.debug("featurize run lookup failed: %s", exc)
+        return None
+    export_ms = folder.time.timestamp() * 1000 + 999
+    return next((r for r in runs if (r.info.end_time or 0) <= export_ms), None)
+
+
+def _log_tuning(result: tuning.TuningResult) -> None:
+    from cmle.model import plots
+
+    best = result.best
+    tracking.log_params({"best_trial": best.number, **space.loggable(best.params)}, prefix="best.")
+    mlflow.log_metric(f"best_val_{result.metric}", best.score)
+    tracking.log_table(result.table(), "tuning/trials.csv")
+    tracking.log_figure(plots.trials_figure(result.table(), result.metric), "tuning/trials.png")
+
+
+def _oracle_comparison(settings, holdout: pd.DataFrame, y: np.ndarray, propensity: np.ndarray) -> dict:
+    """Model AUC vs the synthetic oracle's AUC on the same holdout rows; a logged note when absent."""
+    latent = oracle_propensity(settings, holdout)
+    if latent is None:
+        mlflow.set_tag(f"{TAG_PREFIX}oracle", "absent: no synthetic oracle file (real data); comparison skipped")
+        return {}
+    known = ~np.isnan(latent)
+    if known.sum() < len(latent):
+        log.warning("oracle: %d of %d holdout profiles have no latent propensity; compared on the rest",
+                    int((~known).sum()), len(latent))
+    values = metrics.oracle_comparison(y[known], propensity[known], latent[known])
+    mlflow.set_tag(f"{TAG_PREFIX}oracle", "present")
+    return {"metrics": values, "propensity": np.where(known, latent, 0.0)}
+
+
+def oracle_propensity(settings, frame: pd.DataFrame) -> np.ndarray | None:
+    """The latent propensity of each row's profile at the row's snapshot time (NaN if unknown);
+    None when there is no oracle (real AEP data, or the synthetic stage did not run)."""
+    try:
+        from cmle.synthetic import oracle
+    except ImportError:
+        return None
+    path = Path(oracle.oracle_path(settings))
+    if not path.exists():
+        return None
+    users = frame[ID_COLUMN].astype(str).unique().tolist()
+    table = pd.read_parquet(path, filters=[(ID_COLUMN, "in", users)])
+    out = pd.Series(np.nan, index=frame.index)
+    for snapshot, rows in frame.groupby(SNAPSHOT_COLUMN, sort=False):
+        latent = oracle.latent_propensity_at(table[table[ID_COLUMN].isin(rows[ID_COLUMN])], snapshot)
+        mapped = rows[ID_COLUMN].map(latent.set_index(ID_COLUMN)["propensity"])
+        out.loc[rows.index] = mapped.to_numpy(dtype="float64")
+    return out.to_numpy(dtype="float64")
+
+
+def _compare_cmle(ctx: Context, trained: Trained, seed: int, holdout_fraction: float,
+                  validation_fraction: float, calibration: str, threads: int) -> dict:
+    """The chosen model trained on the notebooks' ``cmle`` framing, scored on the PIT holdout.
+
+    Profiles in the PIT holdout are removed from the cmle set first, so the comparison is
+    on profiles neither model saw. Logs ``cmle_framing_*`` metrics; returns them.
+    """
+    params, holdout, holdout_y = trained.search.best.params, trained.parts.holdout, trained.holdout.y
+    latent = trained.oracle.get("propensity")
+    try:
+        source = read_training_set(ctx, "cmle")
+    except NotFoundError as exc:
+        mlflow.set_tag(f"{TAG_PREFIX}cmle_framing", f"skipped: {exc}")
+        return {}
+    frame = source.frame[~source.frame[ID_COLUMN].isin(holdout[ID_COLUMN])]
+    spec = FeatureSpec.infer(frame)
+    parts = fit.split(frame, holdout_fraction, validation_fraction, seed)
+    estimator = fit.fit_calibrated(params, spec, _xy(spec, parts.train), _xy(spec, parts.valid), seed=seed,
+                                   calibration=calibration, n_jobs=threads)
+    own_x, own_y = _xy(spec, parts.holdout)
+    values = {"cmle_framing_own_holdout_roc_auc": metrics.roc_auc(own_y, estimator.predict_proba(own_x)[:, 1])}
+    missing = [c for c in spec.columns if c not in holdout.columns]
+    if missing:
+        mlflow.set_tag(f"{TAG_PREFIX}cmle_framing", f"not scored on the PIT holdout: it lacks {missing}")
+    else:
+        p = estimator.predict_proba(spec.prepare(holdout))[:, 1]
+        values |= {"cmle_framing_roc_auc": metrics.roc_auc(holdout_y, p),
+                   "cmle_framing_ece": metrics.expected_calibration_error(holdout_y, p),
+                   "cmle_framing_ece_quantile": metrics.expected_calibration_error(holdout_y, p, strategy="quantile"),
+                   "cmle_framing_log_loss": metrics.log_loss(holdout_y, p)}
+        if latent is not None:
+            values["cmle_framing_auc_ratio"] = values["cmle_framing_roc_auc"] / metrics.roc_auc(holdout_y, latent)
+        mlflow.set_tag(f"{TAG_PREFIX}cmle_framing", f"export {source.folder.url}")
+    values = {k: float(v) for k, v in values.items() if np.isfinite(v)}
+    mlflow.log_metrics(values)
+    return values
+
+
+def _log_holdout(holdout: pd.DataFrame, spec: FeatureSpec) -> str:
+    """Store the holdout rows with the run; returns their ``runs:/`` URI."""
+    columns = [c for c in (ID_COLUMN, SNAPSHOT_COLUMN, LABEL_COLUMN) if c in holdout.columns] + list(spec.columns)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(HOLDOUT_ARTIFACT).name
+        holdout[columns].reset_index(drop=True).to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(HOLDOUT_ARTIFACT).parent))
+    return f"runs:/{mlflow.active_run().info.run_id}/{HOLDOUT_ARTIFACT}"
+
+
+def _description(info: dict, holdout: dict, oracle: dict | None) -> str:
+    line = (f"Trained by cmle train (run {info['training_run_id']}) from {info['export_url']}: "
+            f"{info['family']} {json.dumps(info['params'], sort_keys=True)}, calibration {info['calibration']}, "
+            f"seed {info['seed']}, framing {info['framing']}. Holdout ROC-AUC {holdout['roc_auc']:.4f}, "
+            f"PR-AUC {holdout['pr_auc']:.4f}, ECE {holdout['ece']:.4f}")
+    if oracle:
+        line += f"; oracle ROC-AUC {oracle['oracle_auc']:.4f} (ratio {oracle['auc_ratio']:.4f})"
+    return line + "."
+
+
+STAGE = Stage(
+    name="train",
+    func=train,
+    params=(
+        Param("max_evals", int, 16, "hyperopt evaluations (TPE; one nested run each)", min=1),
+        Param("families", str, space.DEFAULT_FAMILIES, "model families to search, comma separated: logreg, rf, hgb"),
+        Param("seed", int, 42, "random seed (split, TPE, estimators)"),
+        Param("metric", str, "roc_auc", "validation metric that selects the model",
+              choices=tuple(metrics.SELECTION_METRICS)),
+        Param("holdout_fraction", float, 0.2, "share of rows held out for the final evaluation", min=0.01),
+        Param("validation_fraction", float, 0.2, "share of rows for model selection and calibration", min=0.01),
+        Param("framing", str, "both", "training set: pit (point in time), cmle (the notebooks'), or both: train "
+              "on pit and log the same model trained on cmle (when exported) on the same holdout",
+              choices=FRAMING_CHOICES),
+        Param("calibration", str, "sigmoid", "probability calibration on the validation split",
+              choices=fit.CALIBRATIONS),
+        Param("max_tune_rows", int, 15_000, "training rows each trial fits on (a stratified sample; 0 = all); "
+              "the chosen model is refitted on every training row", min=0),
+        Param("retrain", bool, False, "train even when a version from the same export and parameters exists"),
+    ),
+    help="Tune (hyperopt, nested runs), fit, calibrate and evaluate the propensity model on the newest "
+         "training-set export; register it with alias challenger.",
+)
