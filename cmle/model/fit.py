@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cmle.columns import LABEL_COLUMN
+from cmle.columns import ID_COLUMN, LABEL_COLUMN, SNAPSHOT_COLUMN
 from cmle.errors import DataCheckError, ParameterError
 from cmle.model import space
 from cmle.model.preprocess import FeatureSpec
@@ -55,10 +55,17 @@ def check_fractions(holdout_fraction: float, validation_fraction: float) -> None
 
 
 def split(frame: pd.DataFrame, holdout_fraction: float, validation_fraction: float, seed: int) -> Split:
-    """Stratified, seeded train / validation / holdout split of the rows."""
+    """Stratified, seeded train / validation / holdout split of the rows.
+
+    The rows are put in (userid, snapshot) order first: a parallel query engine exports
+    them in any order, and the same seed must give the same split of the same data.
+    """
     from sklearn.model_selection import train_test_split
 
     check_fractions(holdout_fraction, validation_fraction)
+    keys = [c for c in (ID_COLUMN, SNAPSHOT_COLUMN) if c in frame.columns]
+    if keys:
+        frame = frame.sort_values(keys, kind="stable")
     y = labels(frame)
     positives, negatives = int(y.sum()), int(y.size - y.sum())
     if min(positives, negatives) < MIN_CLASS_ROWS:

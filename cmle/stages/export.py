@@ -4,9 +4,9 @@ Each set goes through ``platform.export_dataset`` into the AEP export layout
 ``{storage_url}/{export_path}/{dataset_id}/exportTime=YYYYMMDDHHMMSS/part-*.parquet``
 with the configured format and compression; the write is atomic, so a reader
 (:func:`cmle.exports.newest_feature_export`) never sees a half-written export. Every run
-whose dataset changed adds a new ``exportTime`` folder; readers take the newest by its
-parsed time. A set whose newest export is not older than its last change is not exported
-again (re-running exports nothing new), unless ``force`` is set.
+adds a new ``exportTime`` folder; readers take the newest by its parsed time. A re-run
+over unchanged sets finds the earlier run's exports and exports nothing new (``force``
+exports anyway).
 
 All sets are checked against the label gate before the first one is exported, so a
 refused set means nothing left the platform.
@@ -18,7 +18,7 @@ import logging
 
 import mlflow
 
-from cmle import governance, ingestion, naming, storage
+from cmle import governance, ingestion, naming, storage, tracking
 from cmle.context import Context
 from cmle.exports import export_root
 from cmle.errors import NotFoundError
@@ -50,41 +50,46 @@ def _targets(ctx: Context, sets: str) -> list[tuple[str, Dataset]]:
     return targets
 
 
-def current_export(ctx: Context, ds: Dataset) -> storage.ExportFolder | None:
-    """The newest export of ``ds`` if it was made after the dataset's last change, else None.
-
-    Export times have whole seconds: an export in the same second as the change counts as current.
-    """
-    exports = storage.list_exports(export_root(ctx), ctx.settings.cloud.export_path, ds.id)
-    if not exports:
-        return None
-    changed = int(ingestion.last_change(ctx.platform, ds.id))
-    return exports[-1] if exports[-1].time.timestamp() >= changed else None
+def _still_there(ctx: Context, cached: dict, targets: list[tuple[str, Dataset]]) -> bool:
+    """True when every export a cached run recorded is still a complete export folder."""
+    root, path = export_root(ctx), ctx.settings.cloud.export_path
+    for key, ds in targets:
+        times = {e.export_time for e in storage.list_exports(root, path, ds.id)}
+        if cached.get(f"{key}_export_time") not in times:
+            return False
+    return True
 
 
 def export(ctx: Context, sets: str = "all", timeout_s: float = 600.0, force: bool = False) -> dict:
-    """Export the chosen feature sets; return, per set, its dataset id, export URL, time and rows."""
+    """Export the chosen feature sets; return, per set, its dataset id, export URL, time and rows.
+
+    When the sets hold exactly the content an earlier export run exported (same dataset
+    versions, path, format and compression) and those exports still exist, nothing is
+    exported again and that run's outputs are returned (``force`` exports anyway).
+    """
     cloud = ctx.settings.cloud
     targets = _targets(ctx, sets)
     for _key, ds in targets:
         governance.check_export_allowed(ctx.platform, ds)
+    cache = tracking.cache_key(sets, [(k, ds.id, ingestion.dataset_version(ctx.platform, ds.id)) for k, ds in targets],
+                               cloud.export_path, cloud.data_format, cloud.compression_type)
+    cached = None if force else tracking.cached_outputs("export", cache)
+    if cached is not None and _still_there(ctx, cached, targets):
+        log.info("the feature sets are unchanged since their exports: nothing exported again")
+        tracking.mark_cached(cache)
+        return {**cached, "reused": True}
     out: dict = {}
     for key, ds in targets:
-        current = None if force else current_export(ctx, ds)
-        if current is not None:
-            log.info("%s is unchanged since its export %s: not exported again", ds.name, current.export_time)
-            url, export_time, reused = current.url, current.export_time, True
-            rows, files = storage.count_rows(current.url), len(storage.part_files(current.url))
-        else:
-            result = ctx.platform.export_dataset(ds.id, cloud.export_path, cloud.data_format,
-                                                 cloud.compression_type, timeout_s=timeout_s)
-            log.info("exported %s: %d rows to %s", ds.name, result.rows, result.url)
-            url, export_time, reused, rows, files = result.url, result.export_time, False, result.rows, len(result.files)
-        out |= {f"{key}_dataset_id": ds.id, f"{key}_export_url": url, f"{key}_export_time": export_time,
-                f"{key}_export_rows": rows, f"{key}_export_files": files, f"{key}_export_reused": reused}
+        result = ctx.platform.export_dataset(ds.id, cloud.export_path, cloud.data_format, cloud.compression_type,
+                                             timeout_s=timeout_s)
+        log.info("exported %s: %d rows to %s", ds.name, result.rows, result.url)
+        out |= {f"{key}_dataset_id": ds.id, f"{key}_export_url": result.url,
+                f"{key}_export_time": result.export_time, f"{key}_export_rows": result.rows,
+                f"{key}_export_files": len(result.files)}
         if mlflow.active_run() is not None:
-            mlflow.log_metric(f"{key}_export_rows", rows)
-    return out
+            mlflow.log_metric(f"{key}_export_rows", result.rows)
+    tracking.mark_cached(cache)
+    return {**out, "reused": False}
 
 
 STAGE = Stage(

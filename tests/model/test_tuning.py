@@ -107,3 +107,4 @@ def test_gradient_boosting_takes_more_categories_than_bins():
              "l2_regularization": 0.1, "max_features": 1.0, "class_weight": "balanced"}
     model = space.build_estimator(point, spec, seed=0).fit(spec.prepare(frame), fit.labels(frame))
     assert np.isfinite(model.predict_proba(spec.prepare(frame.assign(region="unseen")))[:, 1]).all()
+

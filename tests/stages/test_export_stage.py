@@ -152,3 +152,16 @@ def test_export_stage_as_an_mlflow_run(settings, platform, feature_sets):
     runs = mlflow.search_runs(experiment_names=["cmle"], filter_string="tags.`cmle.stage` = 'export'")
     assert runs.iloc[0]["metrics.training_export_rows"] == 30 == out["training_export_rows"]
     assert runs.iloc[0]["metrics.scoring_export_rows"] == 25
+
+
+def test_rerun_over_unchanged_sets_exports_nothing_new(settings, mlflow_store, feature_sets):
+    from cmle.runner import run_stage
+
+    first = run_stage("export", settings, {})
+    again = run_stage("export", settings, {})
+    assert not first["reused"] and again["reused"]
+    assert again["training_export_time"] == first["training_export_time"]
+    ds = feature_sets["training"]
+    assert len(storage.list_exports(settings.storage_url, "cmle/egress", ds.id)) == 1
+    forced = run_stage("export", settings, {"force": True})
+    assert not forced["reused"] and len(storage.list_exports(settings.storage_url, "cmle/egress", ds.id)) == 2
