@@ -29,7 +29,6 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from cmle import __version__, storage, tracking
 from cmle.columns import ID_COLUMN, LABEL_COLUMN, SNAPSHOT_COLUMN
@@ -136,7 +135,7 @@ def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMIL
 
     threads = cpu_threads()
     mlflow.log_param("threads", threads)
-    with threadpool_limits(limits=threads):
+    with fit.limited_threads(threads):
         trained = fit_and_evaluate(settings, source.frame, chosen, max_evals=max_evals, seed=seed, metric=metric,
                                    holdout_fraction=holdout_fraction, validation_fraction=validation_fraction,
                                    calibration=calibration, max_tune_rows=max_tune_rows, threads=threads)

@@ -84,3 +84,17 @@ def test_permutation_importance_finds_the_features_that_matter():
 def test_the_fabricated_oracle_is_what_the_labels_were_drawn_from():
     frame = training_frame(20000, seed=1)
     assert latent(frame).mean() == pytest.approx(frame["label"].mean(), abs=0.01)
+
+
+def test_the_thread_limit_reaches_openmp_even_in_a_fresh_process():
+    import subprocess
+    import sys
+
+    code = ("from cmle.model.fit import limited_threads\n"
+            "from threadpoolctl import threadpool_info\n"
+            "with limited_threads(1):\n"
+            "    print(sorted({p['num_threads'] for p in threadpool_info() if p['user_api'] == 'openmp'}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[1]"
