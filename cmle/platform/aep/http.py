@@ -183,11 +183,7 @@ class Transport:
             try:
                 return fn()
             except TransientError as exc:
-                if attempt >= self.policy.max_retries:
-                    raise TransientError(f"{what}: still failing after {attempt + 1} attempts: {exc}; "
-                                         "AEP may be degraded, re-run later", exc.status, exc.body,
-                                         exc.method, exc.path) from None
-                delay = self.policy.delay(attempt, getattr(exc, "retry_after", None))
+                delay = self._backoff(attempt, exc, what, "AEP may be degraded, re-run later")
                 self.stats["retries"] += 1
                 log.warning("%s: %s; retrying in %.1f s", what, exc, delay)
                 self.sleep(delay)
@@ -208,11 +204,7 @@ class Transport:
             try:
                 return create(), True
             except TransientError as exc:
-                if attempt >= self.policy.max_retries:
-                    raise TransientError(f"{what}: still failing after {attempt + 1} attempts: {exc}; "
-                                         "re-run later: nothing is created twice", exc.status, exc.body,
-                                         exc.method, exc.path) from None
-                delay = self.policy.delay(attempt, getattr(exc, "retry_after", None))
+                delay = self._backoff(attempt, exc, what, "re-run later: nothing is created twice")
                 log.warning("%s: %s; looking it up before retrying in %.1f s", what, exc, delay)
                 attempt += 1
                 found = self._look_up(find, what, delay, settle_lookups if getattr(exc, "ambiguous", True) else 1)
@@ -226,6 +218,13 @@ class Transport:
                 if found is None:
                     raise
                 return found, False
+
+    def _backoff(self, attempt: int, exc: TransientError, what: str, advice: str) -> float:
+        """The delay before retry ``attempt + 1``; the final TransientError once retries are spent."""
+        if attempt >= self.policy.max_retries:
+            raise TransientError(f"{what}: still failing after {attempt + 1} attempts: {exc}; {advice}",
+                                 exc.status, exc.body, exc.method, exc.path) from None
+        return self.policy.delay(attempt, getattr(exc, "retry_after", None))
 
     def _look_up(self, find: Callable[[], T | None], what: str, delay: float, times: int) -> T | None:
         for i in range(times):
