@@ -88,7 +88,9 @@ def shape_correlation(row: pd.Series, event_types: list[str]) -> pd.DataFrame:
     })
     out = out.astype({"correlation": "float64", "mean_converted": "float64", "mean_other": "float64"})
     # Strongest (by absolute value) first, ties by name, undefined (no variance) last.
-    strength = out["correlation"].abs().rename("strength")
+    # Rounded: DuckDB's parallel sums may differ in the last bits from run to run, and equal
+    # correlations must not swap places because of that.
+    strength = out["correlation"].abs().round(9).rename("strength")
     order = (pd.concat([strength, out["event_type"]], axis=1)
              .sort_values(["strength", "event_type"], ascending=[False, True], na_position="last").index)
     return out.loc[order].reset_index(drop=True)
