@@ -187,9 +187,7 @@ def score_export(ref: ModelRef, source: storage.ExportFolder, root: str, path: s
     _check_first_rows(model, ref, source.url, inputs)
     total = storage.count_rows(source.url)
     frame = score_frame(spark, model, ref, source.url, inputs)
-    meta = {batch.META_MODEL_NAME: ref.name, batch.META_MODEL_VERSION: ref.version,
-            batch.META_SOURCE_DATASET: batch.dataset_of(source.url),
-            batch.META_SOURCE_EXPORT_TIME: source.export_time}
+    meta = batch.run_metadata(ref, source)
     with storage.atomic_export_folder(root, path, folder, when=when) as (target, export_time):
         # Every row of a run carries the run's time: the exportTime of its folder.
         score_date = dt.datetime.strptime(export_time, storage.EXPORT_TIME_FORMAT).replace(tzinfo=dt.timezone.utc)
@@ -212,4 +210,4 @@ def score_export(ref: ModelRef, source: storage.ExportFolder, root: str, path: s
     return batch.ScoreRun(url=url, export_time=export_time, rows=summary.rows, model_name=ref.name,
                           model_version=ref.version, source_dataset=meta[batch.META_SOURCE_DATASET],
                           source_export_time=source.export_time, files=tuple(storage.part_files(url)),
-                          summary=summary)
+                          summary=summary, source_fingerprint=meta[batch.META_SOURCE_FINGERPRINT])

@@ -312,6 +312,14 @@ def dataset_of(export_url: str) -> str:
     return export_url.rstrip("/").rsplit("/", 2)[-2]
 
 
+def run_metadata(ref: ModelRef, source: storage.ExportFolder) -> dict[str, str]:
+    """What every score file of a run records of where it came from (the Parquet metadata
+    :func:`read_run` and :func:`same_run` read back), whatever engine scored it."""
+    return {META_MODEL_NAME: ref.name, META_MODEL_VERSION: ref.version,
+            META_SOURCE_DATASET: dataset_of(source.url), META_SOURCE_EXPORT_TIME: source.export_time,
+            META_SOURCE_FINGERPRINT: export_fingerprint(source.url)}
+
+
 def _score_date(export_time: str | None) -> pa.Scalar:
     """The score date of a run: its export time (UTC), or now while that is not known yet."""
     when = (dt.datetime.strptime(export_time, storage.EXPORT_TIME_FORMAT).replace(tzinfo=dt.timezone.utc)
@@ -334,9 +342,7 @@ def score_export(model, ref: ModelRef, source: storage.ExportFolder, root: str, 
     inputs = check_columns(export_schema(source.url), model, ref.uri)
     columns = [ID_COLUMN, *inputs]
     total = storage.count_rows(source.url)
-    meta = {META_MODEL_NAME: ref.name, META_MODEL_VERSION: ref.version,
-            META_SOURCE_DATASET: dataset_of(source.url), META_SOURCE_EXPORT_TIME: source.export_time,
-            META_SOURCE_FINGERPRINT: export_fingerprint(source.url)}
+    meta = run_metadata(ref, source)
     summary = ScoreSummary()
     # closing(): an error stops the prefetching thread and closes the file at once.
     with contextlib.closing(prefetched(model_input(b, inputs, ref.uri) for b in storage.iter_export_batches(

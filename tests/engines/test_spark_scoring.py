@@ -49,6 +49,8 @@ def test_spark_udf_scores_equal_pandas_scores_row_for_row(settings, platform, ch
     assert (again.model_name, again.model_version, again.source_dataset, again.source_export_time) == (
         local.model_name, local.model_version, local.source_dataset, local.source_export_time)
     assert batch.same_run(again, champion, source)
+    # a later export of the same content is recognised too: both engines record its fingerprint
+    assert again.source_fingerprint == on_spark.source_fingerprint == local.source_fingerprint != ""
     assert on_spark.summary.metrics() == pytest.approx(local.summary.metrics())
     assert list(on_spark.summary.score_counts) == list(local.summary.score_counts)
 

@@ -11,7 +11,7 @@ import pytest
 
 from cmle import ingestion, naming, storage
 from cmle.errors import BatchFailedError, PlatformError, QueryError
-from cmle.platform.base import EXPERIENCE_EVENT, PROFILE, Platform
+from cmle.platform.base import BATCH_SUCCESS, EXPERIENCE_EVENT, PROFILE, Platform
 from cmle.platform.local import LocalPlatform
 
 UTC = dt.timezone.utc
@@ -161,6 +161,32 @@ def test_ctas_replaces_never_appends(platform, ee_dataset):
     second = platform.create_table_as("cmle_training_set_t", sql)
     assert first.id == second.id
     assert platform.query("SELECT count(*) AS c FROM cmle_training_set_t")["c"][0] == 7
+
+
+def test_ctas_written_in_parallel_parts_keeps_every_row(tmp_path):
+    """A large result is written one part per thread; the dataset holds all of it, once."""
+    platform = LocalPlatform(tmp_path / "p", threads=4)
+    n = 600_000
+    # A GROUP BY's result comes out of both threads (range() alone would come out of one).
+    ds = platform.create_table_as("cmle_big_t", f"SELECT range % {n} AS i, count(*) AS m "
+                                                f"FROM range({3 * n}) GROUP BY ALL")
+    assert len(list((platform.root / "lake" / ds.id).glob("*/part-*.parquet"))) >= 2
+    assert sum(b.records for b in platform.list_batches(ds.id) if b.status == BATCH_SUCCESS) == n
+    got = platform.query("SELECT count(*) AS c, count(DISTINCT i) AS d, sum(i) AS s, min(m) AS m FROM cmle_big_t")
+    assert (int(got["c"][0]), int(got["d"][0]), int(got["s"][0]), int(got["m"][0])) == (n, n, n * (n - 1) // 2, 3)
+    # An empty result still has its schema.
+    empty = platform.create_table_as("cmle_empty_t", "SELECT 1 AS a, 'x' AS b WHERE false")
+    assert platform.read_dataset(empty.id).schema.names == ["a", "b"]
+    assert platform.read_dataset(empty.id).num_rows == 0
+    platform.close()
+
+
+def test_put_table_keeps_row_order(tmp_path):
+    platform = LocalPlatform(tmp_path / "p", threads=2)
+    values = list(range(300_000, 0, -1))
+    ds = platform.put_table("cmle_ordered_t", pa.table({"v": values}))
+    assert platform.read_dataset(ds.id).column("v").to_pylist() == values
+    platform.close()
 
 
 def test_readers_see_whole_batches_while_a_writer_writes(platform, ee_dataset):
