@@ -87,6 +87,9 @@ class PlatformSettings:
                                  help="seconds between polls of AEP jobs (batches, queries, runs, segment jobs)")
     retry_backoff: float = _meta(default=1.0, kind=float,
                                  help="seconds before the first retry of a failed safe AEP call (doubles each time)")
+    create_lookup_s: float = _meta(default=120.0, kind=float,
+                                   help="seconds a creation whose answer was lost is looked up before it is sent "
+                                        "again (covers the request timeout and AEP's gateway timeout)")
     engine: str = _meta(default="local", choices=ENGINES, help="local (DuckDB/pandas) or spark")
 
 

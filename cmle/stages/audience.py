@@ -7,10 +7,15 @@ The audiences are evaluated now and their qualified counts logged with a reach c
 (profiles reached against the propensity threshold, from the merged profile attributes).
 With a ``destination`` (default ``local-files``; empty = skip), every audience is activated:
 the destination receives the members with their identity and ``fields``, and the
-platform records every send, success or failure.
+platform records every send, success or failure. ``local-files`` exists only on the
+embedded platform: on AEP the default means "no destination configured", and activation
+is skipped with a note saying how to name one (a batch destination dataflow set up once in
+the sandbox).
 """
 
 from __future__ import annotations
+
+import logging
 
 import mlflow
 import pandas as pd
@@ -24,7 +29,9 @@ from cmle.errors import NotFoundError, ParameterError, PlatformError
 from cmle.scoring.schema import SCORE_COLUMNS
 from cmle.stages import Param, Stage
 
-DEFAULT_DESTINATION = "local-files"
+log = logging.getLogger(__name__)
+
+DEFAULT_DESTINATION = "local-files"  # the embedded platform's folder destination
 DEFAULT_FIELDS = "propensity,score,percentile,decile,bucket,model_version"
 _RULE_FIELDS = ["propensity", "percentile", "bucket"]
 
@@ -37,6 +44,17 @@ def parse_fields(text: str) -> list[str]:
     if unknown:
         raise ParameterError(f"audience: fields {unknown} are not score fields; choose among {', '.join(allowed)}")
     return fields
+
+
+def resolve_destination(backend: str, destination: str) -> tuple[str, str]:
+    """The destination to activate to ("" = skip) and, when skipped for want of one, why."""
+    destination = destination.strip()
+    if destination == DEFAULT_DESTINATION and backend != "local":
+        return "", (f"no destination configured for backend = {backend}: activation skipped. The default "
+                    f"{DEFAULT_DESTINATION!r} exists only on the embedded platform; set up a batch (file-based) "
+                    "destination dataflow once in the sandbox (Destinations > Catalog) and pass its dataflow name "
+                    "as the audience stage's `destination`")
+    return destination, ""
 
 
 def audience(ctx: Context, rules: str = DEFAULT_RULES, destination: str = DEFAULT_DESTINATION,
@@ -66,8 +84,12 @@ def audience(ctx: Context, rules: str = DEFAULT_RULES, destination: str = DEFAUL
     tracking.log_figure(reach_figure(curve, parsed, counts, scored), "audiences/reach_curve.png")
 
     activations = []
-    if destination.strip():
-        activations = [platform.activate_audience(a, destination.strip(), member_fields) for a in audiences]
+    destination, note = resolve_destination(platform.backend, destination)
+    if note:
+        log.warning("audience: %s", note)
+        mlflow.set_tag("activation", "skipped: no destination configured")
+    if destination:
+        activations = [platform.activate_audience(a, destination, member_fields) for a in audiences]
         table = pd.DataFrame([{"audience": a.name, "audience_id": act.audience_id, "destination": act.destination,
                                "status": act.status, "members": act.members, "location": act.location,
                                "detail": act.detail} for a, act in zip(audiences, activations)])
@@ -82,7 +104,8 @@ def audience(ctx: Context, rules: str = DEFAULT_RULES, destination: str = DEFAUL
         "scored_profiles": len(scored),
         "audiences": {r.name: {"id": a.id, "name": a.name, "pql": a.pql, "qualified": counts[r.name]}
                       for r, a in zip(parsed, audiences)},
-        "destination": destination.strip(),
+        "destination": destination,
+        "activation_note": note,
         "activations": [{"audience_id": act.audience_id, "status": act.status, "members": act.members,
                          "location": act.location} for act in activations],
     }

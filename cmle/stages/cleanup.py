@@ -2,8 +2,12 @@
 
 Resources are matched with :func:`cmle.naming.is_ours` for the configured owner and
 deleted in dependency order (audiences and flows before datasets, datasets before schemas,
-schemas before field groups). Re-running finds nothing more to delete. The MLflow registry
-is not touched: models are deleted in MLflow.
+schemas before field groups); deleting a CTAS dataset also deletes the ad-hoc schema the
+platform made for it. The export files of every deleted dataset are removed from where the
+platform exports (:func:`cmle.exports.export_root`: ``[Cloud] storage_url``, or on AEP the
+Data Landing Zone, never the local default folder), and the score files from the score
+folder. Re-running finds nothing more to delete. The MLflow registry is not touched:
+models are deleted in MLflow.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import logging
 
 import mlflow
 
-from cmle import naming, storage, tracking
+from cmle import exports, naming, storage, tracking
 from cmle.context import Context
 from cmle.stages import Param, Stage
 
@@ -27,12 +31,13 @@ def cleanup(ctx: Context, dry_run: bool = False) -> dict:
     ours = [r for r in ctx.platform.list_resources() if naming.is_ours(r.name, ctx.owner)]
     ours.sort(key=lambda r: (_ORDER.get(r.kind, 9), r.name))
     counts: dict[str, int] = {}
+    export_root = exports.export_root(ctx) if not dry_run and any(r.kind == "dataset" for r in ours) else ""
     for r in ours:
         log.info("%s %s %s (%s)", "would delete" if dry_run else "deleting", r.kind, r.name, r.id)
         if not dry_run:
             ctx.platform.delete_resource(r)
             if r.kind == "dataset":
-                _remove_files(storage.dataset_folder(ctx.settings.storage_url, ctx.settings.cloud.export_path, r.id))
+                _remove_files(storage.dataset_folder(export_root, ctx.settings.cloud.export_path, r.id))
         counts[r.kind] = counts.get(r.kind, 0) + 1
     if not dry_run:
         _remove_files(storage.join(ctx.settings.storage_url, ctx.settings.cloud.import_path,
@@ -44,11 +49,17 @@ def cleanup(ctx: Context, dry_run: bool = False) -> dict:
 
 
 def _remove_files(folder: str) -> None:
-    """Remove a folder of exported or score files this package wrote, if it exists."""
+    """Remove a folder of exported or score files this package wrote, if it exists. Where
+    the storage refuses (a landing zone whose credentials may only read), say so and go on:
+    AEP deletes Data Landing Zone files after seven days."""
     fs, path = storage.filesystem(folder)
-    if fs.exists(path):
-        log.info("removing files under %s", folder)
-        fs.rm(path, recursive=True)
+    try:
+        if fs.exists(path):
+            log.info("removing files under %s", folder)
+            fs.rm(path, recursive=True)
+    except (PermissionError, OSError) as exc:
+        log.warning("could not remove %s (%s); remove it by hand (AEP deletes Data Landing Zone files after "
+                    "seven days)", folder, exc)
 
 
 STAGE = Stage(

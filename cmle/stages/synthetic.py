@@ -19,8 +19,9 @@ import logging
 import time
 
 import mlflow
+import numpy as np
 
-from cmle import naming, tracking
+from cmle import ecid, naming, tracking
 from cmle.columns import ID_COLUMN
 from cmle.context import Context
 from cmle.errors import DataCheckError, ParameterError
@@ -79,6 +80,7 @@ def run(ctx: Context, profiles: int = 100_000, weeks: int = 10, end_date: str = 
     log.info("generated %d events for %d profiles in %.1f s (%.2f per profile, %.1f %% converted)",
              data.n_events, data.n_profiles, data.generation_seconds, data.events_per_profile,
              100 * data.conversion_rate)
+    _check_identities(data.n_profiles)
     key = generation_key(profiles, weeks, end.isoformat(), seed, legacy, churn, tenant)
     started = time.perf_counter()
     events_batch = ingest_tables(platform, events_ds.id, data.iter_event_tables(FILE_ROWS), key=key,
@@ -122,6 +124,15 @@ def run(ctx: Context, profiles: int = 100_000, weeks: int = 10, end_date: str = 
         "profiles_batch_id": profiles_batch.batch.id,
         "reused": reused,
     }
+
+
+def _check_identities(n_profiles: int) -> None:
+    """Every identity is a valid ECID before anything is uploaded (profiles and events carry
+    ``xdm.ecids`` of the user numbers)."""
+    bad, examples = ecid.problems(xdm.ecids(np.arange(n_profiles)))
+    if bad:
+        raise DataCheckError(f"synthetic: {bad} generated identities are not valid ECIDs (e.g. {examples}); "
+                             f"{ecid.describe_rule()}. Nothing was uploaded")
 
 
 STAGE = Stage(

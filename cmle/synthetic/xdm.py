@@ -111,11 +111,16 @@ def uuid_strings(h1: np.ndarray, h2: np.ndarray) -> pa.Array:
     return _strings(chars[:, _UUID_COLUMNS])
 
 
+_INT63 = np.uint64(2**63 - 1)
+
+
 def ecids(users: np.ndarray) -> pa.Array:
-    """ECID-like identities: two 19-digit numbers hashed from the user number (38 characters),
-    the shape of the notebooks' ``get_ecid``; the same user always gets the same one."""
+    """Valid ECIDs (:mod:`cmle.ecid`): two 19-digit halves hashed from the user number, each a
+    non-negative signed 64-bit integer (the hash with its top bit cleared, zero-padded), the
+    shape of the notebooks' ``get_ecid``; the same user always gets the same one."""
     u = np.asarray(users, np.uint64)
-    return _strings(np.concatenate([_digits(mix64(u, _ECID_SALTS[0])), _digits(mix64(u, _ECID_SALTS[1]))], axis=1))
+    halves = [_digits(mix64(u, salt) & _INT63) for salt in _ECID_SALTS]
+    return _strings(np.concatenate(halves, axis=1))
 
 
 def emails(users: np.ndarray) -> pa.Array:

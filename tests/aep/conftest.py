@@ -15,9 +15,13 @@ import pytest
 from aep.double import AEPDouble, PostgresServer
 
 # Tight knobs so the suite stays fast: polls every 20 ms, retries after 10 ms, a request
-# times out after 1 s (the double's "timeout" fault holds an answer for 1.5 s).
+# times out after 1 s (the double's "timeout" fault holds an answer for 1.5 s), a 429 asks
+# for 50 ms (AEP asks for whole seconds; the client honours either), a creation whose
+# answer was lost is looked up for 0.5 s before it is sent again.
 REQUEST_TIMEOUT = 1.0
 HANG_S = 1.5
+RETRY_AFTER_S = 0.05
+LOOKUP_S = 0.5
 
 
 @pytest.fixture(scope="session")
@@ -30,10 +34,11 @@ def pg_server():
 
 @pytest.fixture
 def double(pg_server, tmp_path):
-    d = AEPDouble(pg_server, tmp_path / "double", delay_s=0.02, hang_s=HANG_S).start()
+    d = AEPDouble(pg_server, tmp_path / "double", delay_s=0.02, hang_s=HANG_S, retry_after_s=RETRY_AFTER_S).start()
     yield d
     d.stop()
-    assert not d.violations, "requests that do not validate against the AEP specs:\n" + "\n".join(d.violations)
+    assert not d.violations, "requests that do not validate against the AEP specs (or retried before " \
+                             "their Retry-After):\n" + "\n".join(d.violations)
     assert not d.unimplemented, f"operations the double does not implement: {d.unimplemented}"
     assert not d.errors, f"the double failed: {d.errors}"
 
@@ -49,6 +54,7 @@ def aep_env(double: AEPDouble, **extra: str) -> dict:
         "CMLE_PLATFORM_POLL_INTERVAL": "0.02",
         "CMLE_PLATFORM_RETRY_BACKOFF": "0.01",
         "CMLE_PLATFORM_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
+        "CMLE_PLATFORM_CREATE_LOOKUP_S": str(LOOKUP_S),
         "CMLE_AUTHENTICATION_CLIENT_ID": double.client_id,
         "CMLE_AUTHENTICATION_CLIENT_SECRET": double.client_secret,
         "CMLE_CLOUD_STORAGE_URL": str(double.landing_zone),

@@ -28,8 +28,14 @@ def events_dataset(platform) -> Dataset:
     return platform.get_or_create_dataset(naming.events_dataset(OWNER), schema)
 
 
+def ecid(i: int) -> str:
+    """A valid ECID (38 digits, each 19-digit half a signed 64-bit integer) for user ``i``;
+    sorted ids follow ``i``."""
+    return f"{i:019d}{(i * 7919 + 1) % (2**63 - 1):019d}"
+
+
 def profiles_table(n: int, start: int = 0, tenant: str = "_cmle") -> pa.Table:
-    rows = [{"userid": f"u{i:04d}", "age": 20 + i % 50, "region": ["north", "south"][i % 2]}
+    rows = [{"userid": ecid(i), "age": 20 + i % 50, "region": ["north", "south"][i % 2]}
             for i in range(start, start + n)]
     return pa.table({tenant: pa.array(rows, pa.struct([("userid", pa.string()), ("age", pa.int64()),
                                                        ("region", pa.string())]))})
@@ -49,7 +55,7 @@ def events_table(n_users: int, per_user: int = 3, tenant: str = "_cmle") -> pa.T
             ids.append(f"e{u:04d}-{k}")
             ts.append(base + dt.timedelta(hours=u + k))
             et.append(types[k % len(types)])
-            users.append({"userid": f"u{u:04d}"})
+            users.append({"userid": ecid(u)})
             if et[-1].startswith("directMarketing"):
                 dm.append({"sends": {"value": 1.0}, "messageID": f"m{u}-{k}"})
                 web.append(None)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from aep.helpers import events_dataset, profile_dataset, profiles_table
+from aep.helpers import ecid, events_dataset, profile_dataset, profiles_table
 from cmle import ingestion
-from cmle.errors import BatchFailedError
+from cmle.errors import BatchFailedError, DataCheckError
 
 
 def test_ingest_is_idempotent_by_key(aep, double):
@@ -31,7 +31,7 @@ def test_replace_reverts_the_other_batches(aep):
     statuses = sorted(b.status for b in aep.list_batches(ds.id))
     assert statuses == ["inactive", "success"]
     users = aep.query(f"SELECT _cmle.userid AS u FROM {ds.table} ORDER BY u")["u"].tolist()
-    assert users == ["u0010", "u0011"]
+    assert users == [ecid(10), ecid(11)]
 
 
 def test_events_with_nested_objects_are_queryable(aep):
@@ -65,7 +65,7 @@ def test_failed_batch_raises_with_the_platform_error_code(aep, double):
 
 def test_type_mismatch_fails_the_batch(aep):
     ds = profile_dataset(aep)
-    bad = pa.table({"_cmle": pa.array([{"userid": "u1", "age": "old"}],
+    bad = pa.table({"_cmle": pa.array([{"userid": ecid(1), "age": "old"}],
                                       pa.struct([("userid", pa.string()), ("age", pa.string())]))})
     with pytest.raises(BatchFailedError, match="DCVS-1106-400"):
         ingestion.ingest_tables(aep, ds.id, [bad], key="bad", timeout_s=10)
@@ -97,3 +97,33 @@ def test_completing_twice_is_safe(aep, double):
     aep.complete_batch(bid)
     aep.complete_batch(bid)
     assert ingestion.wait_for_batch(aep, bid, timeout_s=10, poll_s=0.02).status == "success"
+
+
+def _with_ids(ids: list[str]) -> pa.Table:
+    rows = [{"userid": u, "age": 30, "region": "north"} for u in ids]
+    return pa.table({"_cmle": pa.array(rows, pa.struct([("userid", pa.string()), ("age", pa.int64()),
+                                                       ("region", pa.string())]))})
+
+
+# Each half of an ECID must fit a signed 64-bit integer (at most 9223372036854775807).
+TOO_BIG_HALF = "9223372036854775808" + "0" * 19
+
+
+def test_the_double_rejects_invalid_ecids_at_batch_processing(aep, double):
+    ds = profile_dataset(aep)
+    batch_id = aep.create_batch(ds.id)
+    # Past the adapter's own check, straight to the batch API, as another client could.
+    aep.batches.upload_file(batch_id, ds.id, "part-0.parquet",
+                            ingestion.parquet_bytes(_with_ids([ecid(1), TOO_BIG_HALF])))
+    aep.complete_batch(batch_id)
+    with pytest.raises(BatchFailedError, match="UPLIB-101003-400: .*Invalid ECID"):
+        ingestion.wait_for_batch(aep, batch_id, timeout_s=10, poll_s=0.02)
+    assert aep.read_dataset(ds.id).num_rows == 0  # a failed batch contributes no row
+
+
+@pytest.mark.parametrize("bad", [TOO_BIG_HALF, "12345", "u0001" + "0" * 33])
+def test_invalid_ecids_are_refused_before_upload(aep, double, bad):
+    ds = profile_dataset(aep)
+    with pytest.raises(DataCheckError, match="invalid ECID .*signed 64-bit"):
+        ingestion.ingest_tables(aep, ds.id, [_with_ids([ecid(1), bad])], key="bad", timeout_s=10)
+    assert not any(files for files in double.batch_files.values())  # nothing was uploaded

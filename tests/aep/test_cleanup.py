@@ -37,3 +37,40 @@ def test_cleanup_deletes_ours_only(aep, aep_settings, double):
     assert not (double.flows or double.connections or double.source_connections or double.target_connections
                 or double.segments)
     assert cleanup(ctx)["resources"] == 0  # nothing left to delete
+
+
+def test_cleanup_removes_adhoc_schemas_and_the_export_files_in_the_landing_zone(aep_settings, double, tmp_cwd,
+                                                                                 monkeypatch):
+    """With the default empty storage_url, exports land in the sandbox's Data Landing Zone:
+    cleanup removes the export folders there (not ``<local_root>/landing``), and the ad-hoc
+    schemas Query Service made for the CTAS datasets, rebuilds included."""
+    from aep.conftest import aep_env
+    from cmle.config import load_settings
+    from cmle.platform.aep import AEPPlatform
+    from cmle.platform.aep.flows import ExportService, LandingZone
+
+    # The landing zone of the double is a local folder (fsspec's "file" stands in for abfs).
+    monkeypatch.setattr(ExportService, "landing_zone",
+                        lambda self: LandingZone(str(double.landing_zone), "file", {}))
+    env = aep_env(double, CMLE_PLATFORM_LOCAL_ROOT=str(tmp_cwd / "local"))
+    env.pop("CMLE_CLOUD_STORAGE_URL")
+    settings = load_settings(env=env)
+    assert settings.cloud.storage_url == ""
+    aep = AEPPlatform.from_settings(settings)
+    user_files = tmp_cwd / "local" / "landing" / "cmle" / "egress"
+    user_files.mkdir(parents=True)
+    (user_files / "keep.txt").write_text("not cleanup's to delete")
+    people = profile_dataset(aep)
+    ingestion.ingest_tables(aep, people.id, [profiles_table(3)], key="p", timeout_s=10)
+    for sql in (f"SELECT _cmle.userid AS userid FROM {people.table}",
+                f"SELECT _cmle.userid AS userid, _cmle.age AS age FROM {people.table}"):  # a rebuild, new columns
+        ctas = aep.create_table_as("cmle_training_set_cmle", sql, timeout_s=10)
+    aep.export_dataset(ctas.id, "cmle/egress", timeout_s=20)
+    assert (double.landing_zone / "cmle" / "egress" / ctas.id).is_dir()
+
+    out = cleanup(Context(settings, _platform=aep))
+    assert out["by_kind"]["dataset"] == 2
+    assert not (double.landing_zone / "cmle" / "egress" / ctas.id).exists()
+    assert not double.schemas and not double.datasets  # ad-hoc schemas included
+    assert (user_files / "keep.txt").exists()
+    aep.close()

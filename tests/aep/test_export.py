@@ -7,7 +7,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from aep.helpers import profile_dataset, profiles_table
+from aep.helpers import ecid, profile_dataset, profiles_table
 from cmle import ingestion, storage
 from cmle.errors import ConfigError, PlatformError
 from cmle.platform.aep.flows import ExportService, landing_zone_location
@@ -26,7 +26,7 @@ def test_export_writes_the_aep_layout(aep, double, feature_set):
     assert res.rows == 12 and res.files
     assert res.url.startswith(str(double.landing_zone / "cmle" / "egress" / feature_set.id / "exportTime="))
     table = storage.read_export(res.url)
-    assert sorted(table.column("userid").to_pylist())[:2] == ["u0000", "u0001"]
+    assert sorted(table.column("userid").to_pylist())[:2] == [ecid(0), ecid(1)]
     assert pq.ParquetFile(res.files[0]).metadata.row_group(0).column(0).compression == "GZIP"
     newest = storage.newest_export(str(double.landing_zone), "cmle/egress", feature_set.id)
     assert newest.url == res.url
@@ -108,3 +108,48 @@ def test_cloud_destinations_need_a_base_connection(aep):
                         storage_url="s3://my-bucket/exports")
     assert svc._target_params("cmle/egress", "parquet", "gzip")["bucketName"] == "my-bucket"
     assert svc._target_params("cmle/egress", "parquet", "gzip")["path"] == "exports/cmle/egress"
+
+
+def _adhoc_calls(double) -> int:
+    return sum(1 for _m, k, _s in double.calls if k == "POST /data/core/activation/disflowprovider/adhocrun")
+
+
+def test_not_ready_is_waited_out_with_growing_pauses(aep, double, feature_set):
+    """AEP answers "not ready, wait about 10 minutes" for a new dataflow; the adapter backs
+    off instead of asking every poll interval (30 asks at a fixed 20 ms over 0.6 s)."""
+    double.flow_ready_s = 0.6
+    res = aep.export_dataset(feature_set.id, "cmle/egress", timeout_s=20)
+    assert res.rows == 12
+    assert 2 <= _adhoc_calls(double) <= 8
+    assert aep.exports.not_ready_waits == _adhoc_calls(double) - 1
+
+
+def test_a_flow_that_stays_not_ready_ends_with_when_to_re_run(aep, double, feature_set):
+    double.flow_ready_s = 60.0
+    with pytest.raises(PlatformError, match="still not ready .* about 10 minutes .* re-run export"):
+        aep.export_dataset(feature_set.id, "cmle/egress", timeout_s=0.5)
+
+
+def test_a_rebuilt_feature_set_keeps_its_dataset_and_its_ready_flow(aep, double, feature_set):
+    """A featurize rebuild writes new rows into the same dataset, so the dataflow made for it
+    stays valid and the "new dataflow, wait 10 minutes" does not come back."""
+    double.flow_ready_s = 0.3
+    aep.export_dataset(feature_set.id, "cmle/egress", timeout_s=20)
+    (flow_id,) = double.flows
+    waits = aep.exports.not_ready_waits
+    people = aep.find_dataset("[CMLE] Synthetic profiles (cmle)")
+    rebuilt = aep.create_table_as("cmle_training_set_cmle", f"SELECT _cmle.userid AS userid, _cmle.age AS age "
+                                                            f"FROM {people.table} WHERE _cmle.age < 25", timeout_s=10)
+    assert rebuilt.id == feature_set.id
+    double.flow_ready_s = 3600.0  # a new flow would now wait for an hour
+    res = aep.export_dataset(rebuilt.id, "cmle/egress", timeout_s=20)
+    assert res.rows == 5
+    assert list(double.flows) == [flow_id] and aep.exports.not_ready_waits == waits
+
+
+def test_the_export_stage_default_fits_aeps_readiness_wait():
+    from cmle.platform.aep.flows import FLOW_READY_S
+    from cmle.stages.export import STAGE
+
+    (timeout,) = [p for p in STAGE.params if p.name == "timeout_s"]
+    assert timeout.default >= 2 * FLOW_READY_S

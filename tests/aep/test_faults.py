@@ -16,7 +16,8 @@ from collections import Counter
 import pytest
 
 from aep.conftest import aep_env
-from aep.helpers import SCORE_FIELDS, events_dataset, events_table, profile_dataset, profiles_table, scores_table
+from aep.helpers import (SCORE_FIELDS, ecid, events_dataset, events_table, profile_dataset, profiles_table,
+                         scores_table)
 from cmle import ingestion, naming
 from cmle.config import load_settings
 from cmle.errors import BatchFailedError, PlatformError, QueryError
@@ -71,7 +72,7 @@ def pipeline(aep: AEPPlatform, double) -> None:
     fg = aep.get_or_create_field_group(naming.score_field_group("cmle"), SCORE_FIELDS, PROFILE)
     schema = aep.get_or_create_schema(naming.score_schema("cmle"), PROFILE, [fg], profile_enabled=True)
     scores = aep.get_or_create_dataset(naming.scores_dataset("cmle"), schema, profile_enabled=True)
-    ingestion.ingest_tables(aep, scores.id, [scores_table({f"u{i:04d}": i / 20 for i in range(20)})],
+    ingestion.ingest_tables(aep, scores.id, [scores_table({ecid(i): i / 20 for i in range(20)})],
                             key="scores", replace=True, timeout_s=30)
     audience = aep.get_or_create_audience(naming.audience("high", "cmle"), "_cmle.propensity >= 0.5")
     assert aep.evaluate_audiences([audience.id], timeout_s=30) == {audience.id: 10}

@@ -96,9 +96,15 @@ def test_main_runs_on_aep_and_leaves_no_secret(double, tmp_cwd, monkeypatch):
         assert double.duplicates() == {}
 
         # --- a re-run of the data stages creates nothing new ------------------------------
+        # (without a destination, as the README's command: on AEP activation is skipped with a note)
         counts = (len(double.schemas), len(double.fieldgroups), len(double.flows), len(double.segments))
-        again = run_stage("main", settings, {**PARAMS, "skip": "explore,train,promote"})
+        jobs = len(double.jobs)
+        rerun = {k: v for k, v in PARAMS.items() if k != "destination"}
+        again = run_stage("main", settings, {**rerun, "skip": "explore,train,promote"})
         assert again["synthetic"]["reused"] is True
+        assert again["audience"]["activations"] == [] and "no destination configured" in \
+            again["audience"]["activation_note"]
+        assert len(double.jobs) == jobs  # same scores, same rules: the evaluation job is reused
         assert (len(double.schemas), len(double.fieldgroups), len(double.flows), len(double.segments)) == counts
         assert double.duplicates() == {}
 
@@ -106,7 +112,8 @@ def test_main_runs_on_aep_and_leaves_no_secret(double, tmp_cwd, monkeypatch):
         done = run_stage("cleanup", settings, {})
         assert done["resources"] > 10
         assert not (double.schemas or double.fieldgroups or double.datasets or double.segments
-                    or double.source_connections or double.target_connections)
+                    or double.source_connections or double.target_connections)  # ad-hoc schemas included
+        assert not list(double.landing_zone.glob("cmle/egress/*"))  # and the export files
         assert list(double.flows) == ["dest1"]  # the user's destination stays, without our audiences
         assert double.flows["dest1"]["transformations"][0]["params"]["segmentSelectors"]["selectors"] == []
     finally:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from aep.helpers import profile_dataset, profiles_table
+from aep.helpers import ecid, profile_dataset, profiles_table
 from cmle import ingestion
 from cmle.errors import ParameterError, QueryError
+from cmle.platform.base import Resource
 
 
 @pytest.fixture
@@ -76,13 +77,31 @@ def test_ctas_creates_a_dataset_backed_by_a_table(aep, double, people):
     assert q["request"]["dbName"] == "dev:all"
 
 
-def test_ctas_rerun_replaces_never_appends(aep, double, people):
+def _adhoc_schemas(double) -> list[str]:
+    return [s["$id"] for s in double.schemas.values() if s.get("meta:class", "").endswith("/data/adhoc")]
+
+
+def test_ctas_rerun_replaces_rows_and_keeps_the_dataset_id(aep, double, people):
     sql = f"SELECT _cmle.userid AS userid FROM {people.table}"
     first = aep.create_table_as("cmle_all_cmle", sql, timeout_s=10)
-    second = aep.create_table_as("cmle_all_cmle", sql, timeout_s=10)
-    assert aep.query("SELECT COUNT(*) AS n FROM cmle_all_cmle")["n"][0] == 30
+    second = aep.create_table_as("cmle_all_cmle", sql + " WHERE _cmle.age < 40", timeout_s=10)
+    assert second.id == first.id  # same columns: INSERT INTO the same dataset, its export flow stays valid
+    assert aep.query("SELECT COUNT(*) AS n FROM cmle_all_cmle")["n"][0] == 20
+    assert aep.read_dataset(second.id).num_rows == 20  # the old batch was reverted: replaced, never appended
     assert [d["name"] for d in double.datasets.values()].count("cmle_all_cmle") == 1
-    assert second.id != first.id  # AEP drops and re-creates the table's dataset
+    assert len(_adhoc_schemas(double)) == 1
+    assert "INSERT INTO cmle_all_cmle SELECT * FROM (SELECT" in list(double.queries.values())[-1]["request"]["sql"]
+
+
+def test_ctas_with_other_columns_recreates_and_deletes_the_old_adhoc_schema(aep, double, people):
+    first = aep.create_table_as("cmle_all_cmle", f"SELECT _cmle.userid AS userid FROM {people.table}", timeout_s=10)
+    second = aep.create_table_as("cmle_all_cmle", f"SELECT _cmle.userid AS userid, _cmle.age AS age "
+                                                  f"FROM {people.table}", timeout_s=10)
+    assert second.id != first.id  # DROP + CREATE: a new dataset on a new ad-hoc schema
+    assert _adhoc_schemas(double) == [second.schema_id]  # the replaced one's schema did not pile up
+    assert aep.query("SELECT COUNT(*) AS n FROM cmle_all_cmle")["n"][0] == 30
+    aep.delete_resource(Resource("dataset", second.id, second.name))
+    assert _adhoc_schemas(double) == []  # deleting a CTAS dataset deletes its ad-hoc schema
 
 
 def test_ctas_sql_error_reports_the_platform_code(aep):
@@ -126,8 +145,76 @@ def test_profile_attributes_merge_profile_datasets(aep):
     fg = aep.get_or_create_field_group(naming.score_field_group("cmle"), SCORE_FIELDS, PROFILE)
     schema = aep.get_or_create_schema(naming.score_schema("cmle"), PROFILE, [fg], profile_enabled=True)
     scores = aep.get_or_create_dataset(naming.scores_dataset("cmle"), schema, profile_enabled=True)
-    ingestion.ingest_tables(aep, scores.id, [scores_table({"u0000": 0.9, "u0002": 0.1})], key="s", timeout_s=10)
+    ingestion.ingest_tables(aep, scores.id, [scores_table({ecid(0): 0.9, ecid(2): 0.1})], key="s", timeout_s=10)
     df = aep.profile_attributes(["propensity", "age"])
-    assert df["userid"].tolist() == ["u0000", "u0001", "u0002"]
+    assert df["userid"].tolist() == [ecid(0), ecid(1), ecid(2)]
     assert df["age"].tolist() == [20, 21, 22]
     assert df["propensity"].tolist()[0] == 0.9 and df["propensity"].isna().tolist() == [False, True, False]
+
+
+def test_transient_engine_failures_are_re_run_within_a_budget(aep, double, people):
+    double.wire_fault("overload_interactive", times=2)  # SQLSTATE XX000, as an overloaded engine answers
+    assert aep.query(f"SELECT COUNT(*) AS n FROM {people.table}")["n"][0] == 30
+    assert aep.queries.retries == 2
+
+
+def test_transient_failures_beyond_the_budget_fail_clearly(aep, double, people):
+    double.wire_fault("overload_interactive", times=50)
+    with pytest.raises(QueryError, match=r"query failed \(after \d+ attempts\): .*overloaded .*XX000"):
+        aep.query(f"SELECT COUNT(*) AS n FROM {people.table}")
+    assert aep.queries.retries == aep.client.transport.policy.max_retries
+
+
+def test_sql_errors_are_not_re_run(aep, double, people):
+    double.wire_fault("fail_interactive")  # a SQL error (42601): re-running cannot help
+    with pytest.raises(QueryError, match="injected failure"):
+        aep.query(f"SELECT COUNT(*) AS n FROM {people.table}")
+    assert aep.queries.retries == 0
+
+
+def test_a_lost_connection_is_reopened_and_the_query_re_run(aep, double, people):
+    aep.query("SELECT 1 AS one")
+    double.wire_fault("drop_interactive", times=2)
+    assert aep.query(f"SELECT COUNT(*) AS n FROM {people.table}")["n"][0] == 30
+    assert aep.queries.reconnects == 2
+
+
+@pytest.mark.parametrize("sql", [
+    "$$ BEGIN\n    CREATE TABLE cmle_block_cmle AS SELECT 1 AS x;\nEND\n$$;",  # Adobe's layout: END on its own line
+    "$$ BEGIN\n  DROP TABLE IF EXISTS cmle_block_cmle;\n  CREATE TABLE cmle_block_cmle AS (SELECT 1 AS x);\n"
+    "  EXCEPTION WHEN OTHER THEN SET @ret = SELECT 'ERROR';\nEND\n$$;",
+])
+def test_the_double_accepts_anonymous_blocks(aep, double, sql):
+    query_id = aep.queries.submit(sql, "block")
+    assert aep.queries.wait(query_id, 10, "block")["state"] == "SUCCESS"
+    assert aep.find_dataset("cmle_block_cmle") is not None
+
+
+def test_a_ctas_submitted_late_is_processed_once(aep, double, people):
+    """The query POST is dropped and Query Service runs it late_s later: the adapter looks it
+    up for longer than that and never submits it twice (no second dataset, no orphan)."""
+    double.late_s = 0.6
+    aep.client.transport.lookup_s = 2.0
+    double.faults.add("late", "POST", "/data/foundation/query/queries", times=1)
+    ds = aep.create_table_as("cmle_late_cmle", f"SELECT _cmle.userid AS userid FROM {people.table}", timeout_s=10)
+    assert len(double.queries) == 1
+    assert [d["name"] for d in double.datasets.values()].count("cmle_late_cmle") == 1
+    assert aep.query("SELECT COUNT(*) AS n FROM cmle_late_cmle")["n"][0] == 30 and ds.table == "cmle_late_cmle"
+    assert aep.client.transport.stats["creations_found_after_failure"] == 1
+
+
+def test_profile_attributes_come_from_this_owners_datasets_only(aep):
+    from aep.helpers import SCORE_FIELDS, scores_table
+    from cmle import naming
+    from cmle.platform.base import PROFILE
+
+    def scores_of(owner: str, scores: dict) -> None:
+        fg = aep.get_or_create_field_group(naming.score_field_group(owner), SCORE_FIELDS, PROFILE)
+        schema = aep.get_or_create_schema(naming.score_schema(owner), PROFILE, [fg], profile_enabled=True)
+        ds = aep.get_or_create_dataset(naming.scores_dataset(owner), schema, profile_enabled=True)
+        ingestion.ingest_tables(aep, ds.id, [scores_table(scores)], key=owner, timeout_s=10)
+
+    scores_of("cmle", {ecid(0): 0.9, ecid(1): 0.2})
+    scores_of("someone", {ecid(1): 0.7, ecid(5): 0.8})  # another owner's scores in the same sandbox
+    df = aep.profile_attributes(["propensity"])
+    assert dict(zip(df["userid"], df["propensity"])) == {ecid(0): 0.9, ecid(1): 0.2}

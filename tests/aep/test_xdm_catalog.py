@@ -82,3 +82,38 @@ def test_unknown_xdm_type_is_refused_before_any_call(aep, double):
     with pytest.raises(PlatformError, match="unsupported XDM types"):
         aep.get_or_create_field_group("[CMLE] bad (cmle)", {"x": "varchar"}, PROFILE)
     assert not double.fieldgroups
+
+
+def test_profile_is_enabled_by_the_documented_patch(aep, double):
+    """Adobe enables a schema for Profile with a PATCH adding ``/meta:immutableTags``; a PUT of
+    the whole schema with the tag does not enable it (the double keeps the tags, as AEP does)."""
+    ds = profile_dataset(aep)
+    assert "union" in double.schemas[ds.schema_id]["meta:immutableTags"]
+    sent = [(m, k) for m, k, _status in double.calls if "/tenant/schemas/{SCHEMA_ID}" in k and m in ("PUT", "PATCH")]
+    assert sent == [("PATCH", "PATCH /data/foundation/schemaregistry/tenant/schemas/{SCHEMA_ID}")]
+    assert any("meta:immutableTags" in w for w in double.specs.waived)  # the spec types value as a string
+
+
+def test_the_double_ignores_immutable_tags_in_a_put(aep, double):
+    from urllib.parse import quote
+
+    fg = aep.get_or_create_field_group(naming.profile_field_group(OWNER), PROFILE_FIELDS, PROFILE)
+    schema_id = aep.get_or_create_schema(naming.profile_schema(OWNER), PROFILE, [fg])  # with its identity
+    body = {k: double.schemas[schema_id][k] for k in ("type", "title", "description", "allOf")}
+    url = aep.client.url("schemas", f"/tenant/schemas/{quote(schema_id, safe='')}")
+    answer = aep.client.transport.json("PUT", url, safe=True, json={**body, "meta:immutableTags": ["union"]})
+    assert "union" not in (answer.get("meta:immutableTags") or [])
+    assert not aep.xdm.schema_is_profile(schema_id)
+    with pytest.raises(PlatformError, match="not enabled for Profile"):
+        aep.get_or_create_dataset("[CMLE] x (cmle)", schema_id, profile_enabled=True)
+
+
+def test_a_patch_that_does_not_enable_profile_is_a_clear_error(aep, double, monkeypatch):
+    from aep.double import svc_xdm
+    from aep.double.router import ROUTES, norm
+
+    key = ("PATCH", norm(svc_xdm.SR + "/tenant/schemas/{SCHEMA_ID}"))
+    monkeypatch.setitem(ROUTES, key, lambda d, req: svc_xdm._find(d.schemas, req.arg(0)))  # answers, changes nothing
+    fg = aep.get_or_create_field_group(naming.profile_field_group(OWNER), PROFILE_FIELDS, PROFILE)
+    with pytest.raises(PlatformError, match="still not enabled for Profile after the PATCH"):
+        aep.get_or_create_schema(naming.profile_schema(OWNER), PROFILE, [fg], profile_enabled=True)

@@ -76,3 +76,13 @@ def test_bad_parameters_and_missing_scores_are_clear_errors(settings, mlflow_sto
         run_stage("audience", settings, {"fields": "propensity,age"})
     with pytest.raises(NotFoundError, match="run `score` and `ingest` first"):
         run_stage("audience", settings)
+
+
+def test_the_local_default_destination_means_none_on_aep():
+    from cmle.stages.audience import DEFAULT_DESTINATION, resolve_destination
+
+    assert resolve_destination("local", DEFAULT_DESTINATION) == (DEFAULT_DESTINATION, "")
+    dest, note = resolve_destination("aep", DEFAULT_DESTINATION)
+    assert dest == "" and "no destination configured" in note and "destination dataflow" in note
+    assert resolve_destination("aep", " Audience exports ") == ("Audience exports", "")
+    assert resolve_destination("aep", "") == ("", "")

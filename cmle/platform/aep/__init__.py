@@ -25,7 +25,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from cmle.config import Settings
-from cmle.errors import PlatformError
+from cmle import ecid, naming
+from cmle.errors import DataCheckError, NotFoundError, PlatformError
 from cmle.platform.aep.auth import Hosts, TokenProvider, configure_aepp
 from cmle.platform.aep.batches import SMALL_FILE_LIMIT, BatchService
 from cmle.platform.aep.catalog import CatalogService
@@ -60,13 +61,16 @@ class AEPPlatform:
         self.xdm = XDM(client)
         self.catalog = CatalogService(client)
         self.batches = BatchService(client, self.catalog, large_file_bytes=large_file_bytes)
-        self.queries = QueryEngine(client, self.catalog, sslmode=qs_sslmode, poll_s=poll_s)
+        self.queries = QueryEngine(client, self.catalog, sslmode=qs_sslmode, poll_s=poll_s, adhoc_schemas=self.xdm,
+                                   batches=self.batches)
         self.exports = ExportService(client, self.catalog, owner, destination=export_destination,
                                      base_connection_id=destination_connection_id, storage_url=storage_url,
                                      poll_s=poll_s)
-        self.audiences = AudienceService(client, self.xdm.tenant_id, poll_s=poll_s)
+        self.audiences = AudienceService(client, self.xdm.tenant_id, poll_s=poll_s,
+                                         data_changed_at=self._profile_data_changed_at)
         self.labels = LabelService(client)
         self.data = DataAccess(client, self.catalog)
+        self._ecid_fields: dict[str, str | None] = {}  # dataset id -> its ECID identity field (None: none)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "AEPPlatform":
@@ -77,10 +81,12 @@ class AEPPlatform:
                                       platform_url=p.platform_url, ims_url=p.ims_url)
         policy = RetryPolicy(backoff_s=p.retry_backoff, max_backoff_s=max(30.0, p.retry_backoff))
         tokens = TokenProvider(hosts.token_url, a.client_id, a.client_secret, a.scopes, timeout=p.request_timeout,
-                               max_retries=policy.max_retries, backoff_s=p.retry_backoff)
+                               max_retries=policy.max_retries, backoff_s=p.retry_backoff,
+                               max_backoff_s=policy.max_backoff_s)
         headers = {"x-api-key": a.client_id, "x-gw-ims-org-id": p.ims_org_id, "x-sandbox-name": p.sandbox_name,
                    "Accept": "application/json"}
-        transport = Transport(tokens, headers, timeout=p.request_timeout, policy=policy, sandbox=p.sandbox_name)
+        transport = Transport(tokens, headers, timeout=p.request_timeout, policy=policy, sandbox=p.sandbox_name,
+                              lookup_s=p.create_lookup_s)
         client = build_client(transport, hosts, p.sandbox_name)
         return cls(client, owner=p.owner, qs_sslmode=p.qs_sslmode, poll_s=p.poll_interval,
                    export_destination=cloud.export_destination,
@@ -114,7 +120,34 @@ class AEPPlatform:
         return self.batches.create_batch(dataset_id, tags)
 
     def upload_file(self, batch_id: str, dataset_id: str, file_name: str, data: bytes) -> None:
+        self._check_identities(dataset_id, file_name, data)
         self.batches.upload_file(batch_id, dataset_id, file_name, data)
+
+    def _check_identities(self, dataset_id: str, file_name: str, data: bytes) -> None:
+        """Refuse a file whose ECID identities AEP would reject, before it is uploaded."""
+        if dataset_id not in self._ecid_fields:
+            schema_id = self.catalog.get_dataset(dataset_id).schema_id
+            self._ecid_fields[dataset_id] = self.xdm.ecid_identity_field(schema_id) if schema_id else None
+        field = self._ecid_fields[dataset_id]
+        if field is None:
+            return
+        import io
+
+        import pyarrow.parquet as pq
+
+        root = f"_{self.tenant_id}"
+        try:
+            table = pq.read_table(io.BytesIO(data), columns=[root])
+        except Exception:  # noqa: BLE001 - not our check: the platform refuses unreadable files itself
+            return
+        struct = table.column(root).combine_chunks()
+        if field not in [struct.type.field(i).name for i in range(struct.type.num_fields)]:
+            return
+        bad, examples = ecid.problems(struct.field(field))
+        if bad:
+            raise DataCheckError(f"{file_name}: {bad} of {table.num_rows} rows have an invalid ECID in {root}.{field} "
+                                 f"(e.g. {examples}); {ecid.describe_rule()}. AEP would refuse them (Invalid ECID); "
+                                 f"fix the identities before ingesting into dataset {dataset_id}")
 
     def complete_batch(self, batch_id: str) -> None:
         self.batches.complete_batch(batch_id)
@@ -167,7 +200,17 @@ class AEPPlatform:
 
     # --- profile ------------------------------------------------------------------------
     def profile_attributes(self, fields: list[str]) -> "pd.DataFrame":
-        return profile_attributes(self.queries, self.catalog, self.xdm, fields)
+        return profile_attributes(self.queries, self.xdm, self._owner_profile_datasets(), fields)
+
+    def _owner_profile_datasets(self) -> list[Dataset]:
+        """This owner's Profile-enabled datasets (found by this package's names): the only
+        ones whose attributes the stages read, never another owner's scores."""
+        found = [self.catalog.find_dataset(name) for name in (naming.profiles_dataset(self.owner),
+                                                               naming.scores_dataset(self.owner))]
+        return [ds for ds in found if ds is not None and ds.profile_enabled]
+
+    def _profile_data_changed_at(self) -> float:
+        return max((self.catalog.last_change(ds.id) for ds in self._owner_profile_datasets()), default=0.0)
 
     # --- cleanup ------------------------------------------------------------------------
     def list_resources(self) -> list[Resource]:
@@ -180,11 +223,20 @@ class AEPPlatform:
         elif resource.kind in ("flow", "connection"):
             self.exports.delete(resource)
         elif resource.kind == "dataset":
+            schema_id = self._schema_of(resource.id)
             self.catalog.delete_dataset(resource.id)
+            if schema_id:  # a CTAS dataset's ad-hoc schema goes with it
+                self.xdm.delete_adhoc_schema(schema_id)
         elif resource.kind in ("schema", "fieldgroup", "descriptor"):
             self.xdm.delete(resource.kind, resource.id)
         else:
             raise PlatformError(f"cannot delete a {resource.kind} on AEP")
+
+    def _schema_of(self, dataset_id: str) -> str:
+        try:
+            return self.catalog.get_dataset(dataset_id).schema_id
+        except NotFoundError:
+            return ""
 
     def close(self) -> None:
         self.queries.close()

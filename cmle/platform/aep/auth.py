@@ -24,6 +24,7 @@ import requests
 
 from cmle import redact
 from cmle.config import Secret
+from cmle.platform.aep.backoff import MAX_RETRY_AFTER_S, parse_retry_after, retry_delay
 from cmle.platform.aep.errors import AuthError, TransientError, error_detail
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ class TokenProvider:
 
     def __init__(self, token_url: str, client_id: str, secret: Secret, scopes: str,
                  session: requests.Session | None = None, timeout: float = 30.0, margin_s: float = 300.0,
-                 max_retries: int = 3, backoff_s: float = 1.0):
+                 max_retries: int = 3, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
+                 sleep=time.sleep):
         self.token_url = token_url
         self.client_id = client_id
         self._secret = secret
@@ -84,6 +86,8 @@ class TokenProvider:
         self.margin_s = margin_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.sleep = sleep
         self._token = ""
         self._expires_at = 0.0
         self._lifetime = 0.0
@@ -113,6 +117,7 @@ class TokenProvider:
         form = {"grant_type": "client_credentials", "client_id": self.client_id,
                 "client_secret": self._secret.get(), "scope": self.scopes}
         for attempt in range(self.max_retries + 1):
+            retry_after = None
             try:
                 resp = self.session.post(self.token_url, data=form, timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
@@ -120,13 +125,20 @@ class TokenProvider:
             else:
                 if resp.status_code in _TRANSIENT:
                     err = TransientError(f"IMS answered {resp.status_code}", status=resp.status_code)
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 else:
                     self._accept(resp)
                     return
+            if retry_after is not None and retry_after > MAX_RETRY_AFTER_S:
+                raise AuthError(f"IMS ({self.token_url}) asks to wait {retry_after:.0f} s before the next token "
+                                f"request ({err}); re-run later") from None
             if attempt == self.max_retries:
                 raise AuthError(f"could not obtain an access token from IMS ({self.token_url}): {err}; "
                                 "check [Platform] environment / ims_url and the network") from None
-            time.sleep(self.backoff_s * 2 ** attempt)
+            # Never before IMS's Retry-After: an early retry is refused again and counts against us.
+            delay = retry_delay(attempt, self.backoff_s, self.max_backoff_s, retry_after)
+            log.warning("IMS token request failed (%s); retrying in %.1f s", err, delay)
+            self.sleep(delay)
 
     def _accept(self, resp: requests.Response) -> None:
         try:

@@ -164,17 +164,27 @@ class CatalogService:
             raise PlatformError(f"read batch {batch_id}: unexpected answer from AEP: {str(body)[:300]}")
         return to_batch(batch_id, body[batch_id])
 
-    def list_batches(self, dataset_id: str) -> list[Batch]:
-        out: list[Batch] = []
+    def _raw_batches(self, dataset_id: str) -> dict[str, dict]:
+        out: dict[str, dict] = {}
         start = 0
         while True:
             body = self.c.get("catalog", "/batches", params={"dataSet": dataset_id, "limit": PAGE, "start": start,
                                                               "orderBy": "asc:created"},
                               what=f"list batches of {dataset_id}")
-            page = [to_batch(k, v) for k, v in (body or {}).items() if isinstance(v, dict)]
-            out += page
+            page = {k: v for k, v in (body or {}).items() if isinstance(v, dict)}
+            out.update(page)
             if len(page) < PAGE:
-                break
+                return out
             start += PAGE
+
+    def list_batches(self, dataset_id: str) -> list[Batch]:
+        out = [to_batch(k, v) for k, v in self._raw_batches(dataset_id).items()]
         out = [b if b.dataset_id else replace(b, dataset_id=dataset_id) for b in out]
         return sorted(out, key=lambda b: (b.created, b.id))
+
+    def last_change(self, dataset_id: str) -> float:
+        """Epoch seconds of the latest change of any batch of the dataset (created, completed,
+        reverted): when its content last changed."""
+        stamps = [max(int(v.get(k) or 0) for k in ("created", "updated", "completed"))
+                  for v in self._raw_batches(dataset_id).values()]
+        return max(stamps, default=0) / 1000.0

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from cmle.errors import QueryError
 from cmle.platform.aep.catalog import CatalogService
 from cmle.platform.aep.client import AEPClient
-from cmle.platform.base import BATCH_SUCCESS
+from cmle.platform.base import BATCH_SUCCESS, Dataset
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,14 @@ class DataAccess:
         return pa.concat_tables(tables, promote_options="default")
 
 
-def profile_attributes(query, catalog: CatalogService, xdm, fields: list[str],
+def profile_attributes(query, xdm, datasets: list[Dataset], fields: list[str],
                        page_rows: int = 50_000) -> pd.DataFrame:
-    """Per identity, the latest non-null value of each field across Profile-enabled
-    datasets (later datasets win), read through Query Service in pages of ``page_rows``.
-    Each dataset contributes the fields its schema has (the others are NULL)."""
+    """Per identity, the latest non-null value of each field across ``datasets`` (the
+    caller's Profile-enabled datasets; later ones win), read through Query Service in pages
+    of ``page_rows``. Each dataset contributes the fields its schema has (the others are NULL)."""
     tenant = f"_{xdm.tenant_id()}"
     frames = []
-    for ds in catalog.list_datasets():
+    for ds in datasets:
         if not ds.profile_enabled or not ds.schema_id:
             continue
         have = xdm.tenant_fields(ds.schema_id)

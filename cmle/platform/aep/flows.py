@@ -9,8 +9,11 @@ made idempotent and robust:
    dataset source connection and the dataflow (flow spec ``cd2fc47e-…`` for the DLZ). A
    flow whose source still points at an older dataset of the same name (a CTAS re-ran) is
    replaced.
-2. an ad-hoc run (``POST /adhocrun``), retried while the platform says the new flow is
-   "not ready" (AEP asks to wait about 10 minutes after creating a flow);
+2. an ad-hoc run (``POST /adhocrun``), retried with growing pauses (``poll_s`` doubling up
+   to :data:`MAX_NOT_READY_PAUSE_S`) while the platform says the new flow is "not ready"
+   (AEP asks to wait about 10 minutes after creating a flow: :data:`FLOW_READY_S`); a wait
+   that cannot end before the deadline stops at once with when to re-run. The flow is
+   only new when its dataset is: CTAS rebuilds keep the dataset id (see :mod:`.query`);
 3. the run is polled until it reaches a terminal status (an empty run list means "not
    visible yet", never "done");
 4. the export folder ``{root}/{path}/{dataset_id}/exportTime=YYYYMMDDHHMMSS/`` is found
@@ -58,6 +61,8 @@ DESTINATIONS = {
 }
 ADHOC_DATASET_ACCEPT = "application/vnd.adobe.adhoc.dataset.activation+json; version=1"
 NOT_READY = "not ready"
+FLOW_READY_S = 600.0  # "please wait for 10 minutes and retry" (AEP's answer for a new dataflow)
+MAX_NOT_READY_PAUSE_S = 120.0
 RUN_SUCCESS = {"success", "succeeded", "completed"}
 RUN_FAILED = {"failed", "failure", "cancelled", "canceled", "aborted"}
 
@@ -111,6 +116,7 @@ class ExportService:
         self.base_connection_id = base_connection_id
         self.storage_url = storage_url
         self.poll_s = poll_s
+        self.not_ready_waits = 0  # "not ready" answers waited out (tests and the fault suite count them)
 
     # --- get-or-create by name -------------------------------------------------------------
     def _find(self, kind: str, name: str) -> dict | None:
@@ -203,7 +209,8 @@ class ExportService:
         return sorted(runs, key=lambda r: r.get("createdAt") or r.get("created") or 0)
 
     def run_now(self, flow_id: str, dataset_id: str, deadline: float) -> str:
-        """Start an ad-hoc run; retry while the flow is "not ready"; return the run id."""
+        """Start an ad-hoc run; while the flow is "not ready", retry with growing pauses
+        until the deadline; return the run id."""
         started = time.time()
 
         def create():
@@ -213,16 +220,28 @@ class ExportService:
             runs = self._runs_since(flow_id, started)
             return {"run": runs[-1]} if runs else None
 
+        pause = max(self.poll_s, 0.01)
+        waited = 0.0
         while True:
             try:
                 res, _ = self.c.transport.create_once(what=f"ad-hoc export run of flow {flow_id}", create=create,
                                                      find=find)
                 break
             except AEPError as exc:
-                if NOT_READY not in str(exc).lower() or time.monotonic() >= deadline:
+                if NOT_READY not in str(exc).lower():
                     raise
-                log.info("flow %s is not ready for an ad-hoc export yet; retrying in %.0f s", flow_id, self.poll_s)
-                time.sleep(self.poll_s)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise PlatformError(
+                        f"the export dataflow {flow_id} is still not ready for an ad-hoc run after {waited:.0f} s "
+                        f"(AEP asks to wait about {FLOW_READY_S / 60:.0f} minutes after a dataflow is created); "
+                        "re-run export in a few minutes (nothing is exported twice), or raise its timeout_s") from None
+                log.info("flow %s is not ready for an ad-hoc export yet (AEP asks for about %.0f minutes after "
+                         "creating it); retrying in %.0f s", flow_id, FLOW_READY_S / 60, min(pause, left))
+                time.sleep(min(pause, left))
+                waited += min(pause, left)
+                self.not_ready_waits += 1
+                pause = min(pause * 2, MAX_NOT_READY_PAUSE_S)
         if "run" in res:
             return str(res["run"]["id"])
         try:

@@ -9,11 +9,15 @@ permission) and :class:`AEPError` for any other error status.
 Retrying is the caller's decision, made per call:
 
 * :meth:`Transport.call` retries a *safe* call (a GET, the PUT of a file, CompleteBatch,
-  which AEP documents as safe to retry) with exponential backoff, honouring
-  ``Retry-After``.
+  which AEP documents as safe to retry) with exponential backoff, never before the
+  server's ``Retry-After`` (:mod:`.backoff`: jitter only adds time).
 * :meth:`Transport.create_once` runs a *creating* POST at most once per attempt and, after a
   transient failure, first looks the resource up by name: the POST may have succeeded
-  with its answer lost, and a blind retry would create a duplicate.
+  with its answer lost, and a blind retry would create a duplicate. None of the AEP APIs
+  used here takes an idempotency key (the specs offer ``x-request-id`` for tracing only),
+  so after a failure that may have been carried out (no answer, 500/502/504) the look-up
+  goes on for ``lookup_s`` seconds (``[Platform] create_lookup_s``: AEP's gateway may
+  still hand the request on that long after the client gave up) before it is sent again.
 
 :class:`AepSession` is the ``requests.Session`` installed into every aepp service object
 in place of aepp's own (which retries POSTs on 5xx, has no timeout and disables TLS
@@ -36,6 +40,7 @@ from requests.adapters import HTTPAdapter
 from cmle import redact
 from cmle.errors import NotFoundError
 from cmle.platform.aep.auth import TokenProvider
+from cmle.platform.aep.backoff import MAX_RETRY_AFTER_S, parse_retry_after, retry_delay
 from cmle.platform.aep.errors import (
     AEPError,
     AuthError,
@@ -68,12 +73,11 @@ class RetryPolicy:
     max_retries: int = 5
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
+    max_retry_after_s: float = MAX_RETRY_AFTER_S  # a longer Retry-After ends the attempt instead
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        base = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
-        if retry_after is not None:
-            base = max(base, min(retry_after, self.max_backoff_s))
-        return base * (0.8 + 0.4 * random.random())
+        """Seconds before retry ``attempt + 1``; never less than ``retry_after``."""
+        return retry_delay(attempt, self.backoff_s, self.max_backoff_s, retry_after, random.random)
 
 
 def _json_or_text(resp: requests.Response) -> Any:
@@ -87,11 +91,13 @@ class Transport:
     """Sends requests to AEP; see the module docstring."""
 
     def __init__(self, tokens: TokenProvider, headers: dict[str, str], *, timeout: float = 60.0,
-                 policy: RetryPolicy | None = None, sandbox: str = "", sleep: Callable[[float], None] = time.sleep):
+                 policy: RetryPolicy | None = None, sandbox: str = "", sleep: Callable[[float], None] = time.sleep,
+                 lookup_s: float = 120.0):
         self.tokens = tokens
         self.headers = dict(headers)
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
+        self.lookup_s = lookup_s
         self.sandbox = sandbox
         self.sleep = sleep
         self.session = requests.Session()
@@ -141,10 +147,7 @@ class Transport:
             # 429 and 503 say the request was not taken; after a 500/502/504 it may have been.
             err = _transient(f"{method} {path}: AEP answered {status} ({detail})", status, body, method, path,
                              ambiguous=status not in (429, 503))
-            try:
-                err.retry_after = float(resp.headers.get("Retry-After", ""))
-            except ValueError:
-                err.retry_after = None
+            err.retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             raise err
         if status == 401:
             raise AuthError(f"AEP refused the access token for {method} {path} even after a refresh ({detail}); "
@@ -190,51 +193,69 @@ class Transport:
                 attempt += 1
 
     def create_once(self, *, what: str, create: Callable[[], T], find: Callable[[], T | None],
-                    settle_lookups: int = 3) -> tuple[T, bool]:
+                    lookup_s: float | None = None) -> tuple[T, bool]:
         """Create something without ever creating it twice.
 
-        ``find`` is asked first after any transient failure of ``create`` (a POST that timed
-        out may have succeeded); after an ambiguous failure (no answer, 500/502/504) it is
-        asked up to ``settle_lookups`` times, with backoff, because a listing may show a new
-        resource a moment late. ``create`` is retried only when ``find`` finds nothing. A
-        409 (already exists) is answered by ``find`` too. Returns ``(result, created)``.
+        ``find`` is asked first after any transient failure of ``create``. After a failure
+        that may have been carried out (no answer, 500/502/504) it is asked again and again,
+        with backoff, for ``lookup_s`` seconds (default: the transport's ``lookup_s``),
+        because the request may still be processed after the client gave up, and a listing
+        may show a new resource a moment late; after a refusal (429, 503) once.
+        ``create`` is retried only when ``find`` finds nothing. A 409 (already exists) is
+        answered by ``find`` too. Returns ``(result, created)``.
         """
+        window = self.lookup_s if lookup_s is None else lookup_s
         attempt = 0
         while True:
             try:
                 return create(), True
             except TransientError as exc:
                 delay = self._backoff(attempt, exc, what, "re-run later: nothing is created twice")
-                log.warning("%s: %s; looking it up before retrying in %.1f s", what, exc, delay)
+                ambiguous = getattr(exc, "ambiguous", True)
+                log.warning("%s: %s; looking it up before retrying%s", what, exc,
+                            f" (for up to {window:.0f} s)" if ambiguous else "")
                 attempt += 1
-                found = self._look_up(find, what, delay, settle_lookups if getattr(exc, "ambiguous", True) else 1)
+                found = self._look_up(find, what, delay, window if ambiguous else 0.0)
                 if found is not None:
                     return found, False
                 self.stats["retries"] += 1
+                self.stats["creates_resent"] += 1
             except AEPError as exc:
                 if exc.status != 409:
                     raise
-                found = self._look_up(find, what, self.policy.delay(0), settle_lookups)
+                found = self._look_up(find, what, self.policy.delay(0), window)
                 if found is None:
                     raise
                 return found, False
 
     def _backoff(self, attempt: int, exc: TransientError, what: str, advice: str) -> float:
-        """The delay before retry ``attempt + 1``; the final TransientError once retries are spent."""
+        """The delay before retry ``attempt + 1``; the final TransientError once retries are
+        spent, or when the server asks for a wait longer than the policy allows."""
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None and retry_after > self.policy.max_retry_after_s:
+            raise TransientError(f"{what}: AEP asks to wait {retry_after:.0f} s before trying again ({exc}); "
+                                 f"{advice}", exc.status, exc.body, exc.method, exc.path) from None
         if attempt >= self.policy.max_retries:
             raise TransientError(f"{what}: still failing after {attempt + 1} attempts: {exc}; {advice}",
                                  exc.status, exc.body, exc.method, exc.path) from None
-        return self.policy.delay(attempt, getattr(exc, "retry_after", None))
+        return self.policy.delay(attempt, retry_after)
 
-    def _look_up(self, find: Callable[[], T | None], what: str, delay: float, times: int) -> T | None:
-        for i in range(times):
-            self.sleep(delay * (2 ** i))
+    def _look_up(self, find: Callable[[], T | None], what: str, delay: float, window: float) -> T | None:
+        """Ask ``find`` after ``delay``, then with growing pauses until ``window`` seconds
+        of waiting have passed (at least once)."""
+        waited = 0.0
+        while True:
+            self.sleep(delay)
+            waited += delay
             found = self.call(find, what=f"look-up after {what}")
             if found is not None:
                 self.stats["creations_found_after_failure"] += 1
                 log.info("%s: it was created after all; using it", what)
                 return found
-        return None
+            if waited >= window:
+                return None
+            delay = min(max(delay * 2, self.policy.backoff_s), self.policy.max_backoff_s, window - waited)
+            delay = max(delay, 1e-3)
 
 
 class AepSession(requests.Session):

@@ -8,15 +8,30 @@ in 0.6.0 its constructor runs ``qsaccel`` queries that fail outside sandboxes wi
 accelerated store. Results are capped at ``max_rows`` (AEP caps client results at
 50,000); a query is cancelled on the server when it outlives ``timeout_s``; a connection
 whose token was refreshed, or that the server closed (the token expired), is reopened
-with fresh parameters and the query re-run once (interactive queries only read).
+with fresh parameters. A statement that fails for a transient reason (the session was
+lost, or the engine answered with an internal or resource error: SQLSTATE classes 08, 53
+except 53400, 57P, 40001/40P01, XX000) is re-run with backoff within a budget (the
+policy's retries and the query's own timeout); any other SQL error is raised at once
+(interactive queries only read, so re-running one is safe).
 
 SQL is sent exactly as the stages wrote it (Spark SQL, which Query Service accepts).
 
-CTAS runs as one REST query, ``$$ BEGIN DROP TABLE IF EXISTS t; CREATE TABLE t AS (...);
-END $$``, polled to ``SUCCESS``/``FAILED`` with a deadline and cancelled on timeout. The
-result replaces the previous dataset: re-running never appends. (On AEP the block is not
-one transaction: if the SELECT fails after the drop, the dataset is absent until the
-next successful run; it never holds stale or doubled rows.)
+CTAS runs as one REST query, polled to ``SUCCESS``/``FAILED`` with a deadline and
+cancelled on timeout, and its result replaces the previous content (re-running never
+appends):
+
+* when the dataset exists and the query yields the same columns (names and types, probed
+  with ``LIMIT 0``), its successful batches are reverted and the rows are written into the
+  *same* dataset with ``INSERT INTO`` (the notebooks' CTAS-or-INSERT): the dataset id stays
+  the same across rebuilds, so its export dataflow stays valid and AEP's "new dataflow,
+  wait about 10 minutes" does not come back;
+* otherwise ``$$ BEGIN DROP TABLE IF EXISTS t; CREATE TABLE t AS (...); END $$`` makes a
+  new dataset, and the ad-hoc schema Query Service made for the old one is deleted (AEP
+  keeps it otherwise, one per rebuild).
+
+Neither is one transaction on AEP: a failure after the revert or the drop leaves the
+dataset empty (or absent) until the next successful run; it never holds stale or doubled
+rows.
 """
 
 from __future__ import annotations
@@ -33,19 +48,33 @@ import pandas as pd
 from cmle.errors import ParameterError, QueryError
 from cmle.platform.aep.catalog import CatalogService, table_name_of
 from cmle.platform.aep.client import AEPClient
-from cmle.platform.base import Dataset
+from cmle.platform.base import BATCH_SUCCESS, Dataset
 
 log = logging.getLogger(__name__)
 
 TERMINAL = {"SUCCESS", "FAILED", "KILLED", "TIMEOUT"}
 MAX_INTERACTIVE_ROWS = 50_000
+# SQLSTATEs of failures worth re-running: the engine, not the SQL, failed. 53400 is Query
+# Service's hard 10-minute limit and 57014 a cancel (ours, on timeout): neither is retried.
+TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "XX")
+TRANSIENT_SQLSTATES = {"40001", "40P01"}
+PERMANENT_SQLSTATES = {"53400", "57014"}
+
+
+def is_transient_sqlstate(code: str | None) -> bool:
+    code = (code or "").upper()
+    if not code or code in PERMANENT_SQLSTATES:
+        return False
+    return code in TRANSIENT_SQLSTATES or code.startswith(TRANSIENT_SQLSTATE_PREFIXES)
 
 
 class QueryEngine:
     def __init__(self, client: AEPClient, catalog: CatalogService, sslmode: str = "require",
-                 poll_s: float = 5.0, connect_timeout: float = 30.0):
+                 poll_s: float = 5.0, connect_timeout: float = 30.0, adhoc_schemas=None, batches=None):
         self.c = client
         self.catalog = catalog
+        self.adhoc_schemas = adhoc_schemas  # XDM: deletes the ad-hoc schema of a replaced CTAS dataset
+        self.batches = batches  # BatchService: reverts the batches an INSERT INTO replaces
         self.sslmode = sslmode
         self.poll_s = poll_s
         self.connect_timeout = connect_timeout
@@ -53,6 +82,7 @@ class QueryEngine:
         self._conn_token = ""
         self._lock = threading.RLock()
         self.reconnects = 0
+        self.retries = 0  # interactive statements re-run after a transient failure
 
     @property
     def dbname(self) -> str:
@@ -99,11 +129,36 @@ class QueryEngine:
 
     # --- interactive queries ----------------------------------------------------------------
     def query(self, sql: str, timeout_s: float = 600.0, max_rows: int = MAX_INTERACTIVE_ROWS) -> pd.DataFrame:
+        max_rows = min(max_rows, MAX_INTERACTIVE_ROWS)
+        columns, _types, rows = self._execute(sql, timeout_s, max_rows + 1)
+        if columns is None:
+            return pd.DataFrame()
+        if len(rows) > max_rows:
+            log.warning("query result capped at %d rows, as Query Service caps interactive results", max_rows)
+            rows = rows[:max_rows]
+        df = pd.DataFrame.from_records(rows, columns=columns)
+        return _decimals_to_float(df)
+
+    def columns(self, sql: str, timeout_s: float = 120.0) -> list[tuple[str, object]] | None:
+        """Names and types of the columns ``sql`` yields (run with ``LIMIT 0``), or None when
+        the probe fails (the caller then takes the path that does not need them)."""
+        try:
+            names, types, _rows = self._execute(f"SELECT * FROM ({sql}) AS cmle_probe LIMIT 0", timeout_s, 1)
+        except QueryError as exc:
+            log.info("could not read the columns of a query (%s)", exc)
+            return None
+        return list(zip(names or [], types or []))
+
+    def _execute(self, sql: str, timeout_s: float, fetch: int) -> tuple[list | None, list | None, list]:
+        """Run one statement; re-run it after a transient failure within the retry budget
+        (the policy's retries, and ``timeout_s`` for all attempts together)."""
         import psycopg2
 
-        max_rows = min(max_rows, MAX_INTERACTIVE_ROWS)
+        policy = self.c.transport.policy
+        budget_end = time.monotonic() + timeout_s
+        attempt = 0
         with self._lock:
-            for attempt in (0, 1):
+            while True:
                 conn = self._connection()
                 cancelled = threading.Event()
 
@@ -114,36 +169,41 @@ class QueryEngine:
                     except Exception:  # noqa: BLE001 - the connection may be gone already
                         pass
 
-                timer = threading.Timer(timeout_s, cancel)
+                timer = threading.Timer(max(0.0, budget_end - time.monotonic()), cancel)
                 timer.start()
                 try:
                     with conn.cursor() as cur:
                         cur.execute(sql)
                         if cur.description is None:
-                            return pd.DataFrame()
-                        columns = [d.name for d in cur.description]
-                        rows = cur.fetchmany(max_rows + 1)
-                    break
+                            return None, None, []
+                        names = [d.name for d in cur.description]
+                        types = [d.type_code for d in cur.description]
+                        return names, types, cur.fetchmany(fetch)
                 except psycopg2.Error as exc:
                     if cancelled.is_set():
                         raise QueryError(f"query timed out after {timeout_s:.0f} s and was cancelled "
                                          "(Query Service caps interactive queries at 10 minutes; use a CTAS "
                                          "for longer ones)") from None
-                    if attempt == 0 and _connection_lost(exc, conn):
-                        log.warning("Query Service connection lost (%s); reconnecting with a fresh token",
-                                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                    lost = _connection_lost(exc, conn)
+                    transient = lost or is_transient_sqlstate(getattr(exc, "pgcode", None))
+                    delay = policy.delay(attempt)
+                    if not transient or attempt >= policy.max_retries or time.monotonic() + delay >= budget_end:
+                        tries = f" (after {attempt + 1} attempts)" if transient and attempt else ""
+                        raise QueryError(f"query failed{tries}: {_pg_message(exc)}") from None
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    if lost:
+                        log.warning("Query Service connection lost (%s); reconnecting with a fresh token", first)
                         self.c.transport.tokens.invalidate(self._conn_token)
                         self.close()
                         self.reconnects += 1
-                        continue
-                    raise QueryError(f"query failed: {_pg_message(exc)}") from None
+                    else:
+                        log.warning("Query Service failed transiently (%s); re-running in %.1f s", first, delay)
+                    self.retries += 1
+                    attempt += 1
+                    if not lost:
+                        time.sleep(delay)
                 finally:
                     timer.cancel()
-        if len(rows) > max_rows:
-            log.warning("query result capped at %d rows, as Query Service caps interactive results", max_rows)
-            rows = rows[:max_rows]
-        df = pd.DataFrame.from_records(rows, columns=columns)
-        return _decimals_to_float(df)
 
     # --- CTAS over REST ---------------------------------------------------------------------
     def submit(self, sql: str, label: str) -> str:
@@ -195,6 +255,29 @@ class QueryEngine:
             raise ParameterError(f"CTAS dataset name {name!r} must be a Query Service table name "
                                  f"(lower case, digits, _), e.g. {table!r}: AEP names the dataset after the table")
         select = sql.strip().rstrip(";").strip()
+        existing = self.catalog.find_dataset(table)
+        if existing is not None and self.batches is not None:
+            have = self.columns(f"SELECT * FROM {table}")
+            want = self.columns(select) if have else None
+            if have and want == have:
+                return self._replace_rows(existing, select, timeout_s)
+            log.info("CTAS %s: the query's columns differ from the dataset's; re-creating it", table)
+        return self._recreate(table, select, timeout_s, existing)
+
+    def _replace_rows(self, ds: Dataset, select: str, timeout_s: float) -> Dataset:
+        """New content for an existing CTAS dataset, keeping its id: revert its successful
+        batches, then INSERT INTO it."""
+        what = f"INSERT INTO {ds.table}"
+        old = [b for b in self.catalog.list_batches(ds.id) if b.status == BATCH_SUCCESS]
+        for b in old:
+            self.batches.revert_batch(b.id)
+        block = f"$$ BEGIN\nINSERT INTO {ds.table} SELECT * FROM ({select}) AS cmle_rows;\nEND $$;"
+        query_id = self.submit(block, what)
+        log.info("%s submitted as query %s (dataset %s keeps its id)", what, query_id, ds.id)
+        self.wait(query_id, timeout_s, what)
+        return self.catalog.get_dataset(ds.id)
+
+    def _recreate(self, table: str, select: str, timeout_s: float, old: Dataset | None) -> Dataset:
         block = f"$$ BEGIN\nDROP TABLE IF EXISTS {table};\nCREATE TABLE {table} AS ({select});\nEND $$;"
         what = f"CTAS {table}"
         query_id = self.submit(block, what)
@@ -204,11 +287,14 @@ class QueryEngine:
         deadline = time.monotonic() + max(30.0, 6 * self.poll_s)
         while True:
             ds = self.catalog.find_dataset(table)
-            if ds is not None:
-                return ds
+            if ds is not None and (old is None or ds.id != old.id):
+                break
             if time.monotonic() >= deadline:
-                raise QueryError(f"{what} succeeded but no dataset named {table!r} appeared in the catalog")
+                raise QueryError(f"{what} succeeded but no new dataset named {table!r} appeared in the catalog")
             time.sleep(min(self.poll_s, 1.0))
+        if old is not None and old.schema_id and old.schema_id != ds.schema_id and self.adhoc_schemas is not None:
+            self.adhoc_schemas.delete_adhoc_schema(old.schema_id)
+        return ds
 
 
 def _connection_lost(exc: Exception, conn: Any) -> bool:
@@ -228,7 +314,9 @@ def _connection_lost(exc: Exception, conn: Any) -> bool:
 
 
 def _pg_message(exc: Exception) -> str:
-    msg = (getattr(exc, "pgerror", None) or str(exc) or type(exc).__name__).strip()
+    diag = getattr(exc, "diag", None)
+    msg = (getattr(diag, "message_primary", None) or getattr(exc, "pgerror", None) or str(exc)
+           or type(exc).__name__).strip()
     code = getattr(exc, "pgcode", None)
     return f"{msg} (SQLSTATE {code})" if code else msg
 

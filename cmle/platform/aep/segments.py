@@ -4,18 +4,25 @@ jobs, activation to a destination dataflow configured in the sandbox.
 * Definitions: aepp ``createSegment`` (POST /segment/definitions, the notebooks' payload:
   ``profileInstanceId: ups``, ``schema: _xdm.context.profile``, PQL text). A definition of
   the same name with another rule is updated in place (PATCH), as the embedded platform
-  does. Listing pages through ``/segment/definitions`` ourselves (aepp's ``getSegments``
-  fans out threads and swallows errors).
+  does. Listing pages through ``/segment/definitions`` ourselves, following the API's own
+  paging (``start`` is an offset "as per created time of resource", so the next page
+  starts where ``_page.next`` says, never at ``start + limit``); aepp's ``getSegments``
+  fans out threads and swallows errors.
 * Evaluation: aepp ``createJob`` (POST /segment/jobs), polled to SUCCEEDED / FAILED /
-  CANCELLED with a deadline; counts from ``metrics.segmentedProfileCounter``.
+  CANCELLED with a deadline; counts from ``metrics.segmentedProfileCounter``. A job is
+  not created again when nothing changed: the newest successful job over the same
+  audiences, started after their definitions and the Profile data they read last changed,
+  is reused.
 * Activation: the destination is the *name* of a batch destination dataflow set up once
   in the sandbox (Destinations UI or API, with its own credentials). The audience (and the
   profile fields to export) are mapped into it with a PATCH (If-Match etag) when missing,
-  then ``POST /adhocrun`` (v2; our own call: aepp's ``DestinationInstanceService``
-  permanently sets the dataset-export ``Accept`` header) starts an export of it, which is
-  polled to its end. Deleting an audience first unmaps it from every dataflow. When no
-  such dataflow exists the activation is reported as failed with what to set up, rather
-  than guessing a destination.
+  in the shape destinations.yaml documents for destination dataflows (RFC 6902 ``add`` /
+  ``remove``, a ``PLATFORM_SEGMENT`` selector with a ``DAILY_FULL_EXPORT`` schedule), then
+  ``POST /adhocrun`` (v2; our own call: aepp's ``DestinationInstanceService`` permanently
+  sets the dataset-export ``Accept`` header) starts an export of it, which is polled to
+  its end. Deleting an audience first unmaps it from every dataflow. When no such dataflow
+  exists the activation is reported as failed with what to set up, rather than guessing a
+  destination.
 """
 
 from __future__ import annotations
@@ -40,25 +47,84 @@ ADHOC_V2_ACCEPT = "application/vnd.adobe.adhoc.activation+json; version=2"
 PAGE = 100
 
 
+def _next_start(body: dict) -> Any:
+    """The ``start`` of the next page, from ``_page.next`` or a ``next`` link; None at the end."""
+    nxt = (body.get("_page") or {}).get("next")
+    if nxt not in (None, ""):
+        return nxt
+    for links in (body.get("link"), body.get("_links")):
+        href = ((links or {}).get("next") or {}).get("href", "") if isinstance(links, dict) else ""
+        if "start=" in href:
+            return href.split("start=", 1)[1].split("&")[0] or None
+    return None
+
+
+FILENAME_TEMPLATE = "%DESTINATION_NAME%_%SEGMENT_ID%_%DATETIME(YYYYMMdd_HHmmss)%"
+
+
+def segment_selector_ops(audience: Audience, tenant: str, flow: dict, fields: list[str],
+                         now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """The PATCH of a destination dataflow that maps ``audience`` (and the profile fields it
+    exports) into it, in the shape of destinations.yaml's ``patchFlowById`` examples: one
+    ``add`` of a ``PLATFORM_SEGMENT`` selector exported once as a full file at the next full
+    hour (UTC; ``DAILY_FULL_EXPORT`` needs a trigger type and, for ``SCHEDULED``, a start
+    time whose minutes are 00), and one ``add`` per missing profile attribute."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    start = (now + dt.timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    root = f"_{tenant}"
+    params = ((flow.get("transformations") or [{}])[0].get("params") or {})
+    have = {((s.get("value") or {}).get("path")) for s in (params.get("profileSelectors") or {}).get("selectors") or []
+            if isinstance(s, dict)}
+    ops: list[dict[str, Any]] = [{"op": "add", "path": "/transformations/0/params/segmentSelectors/selectors/-",
+                                  "value": {"type": "PLATFORM_SEGMENT", "value": {
+                                      "id": audience.id, "name": audience.name,
+                                      "filenameTemplate": FILENAME_TEMPLATE, "exportMode": "DAILY_FULL_EXPORT",
+                                      "schedule": {"frequency": "ONCE", "triggerType": "SCHEDULED",
+                                                   "startDate": start.strftime("%Y-%m-%d"),
+                                                   "startTime": start.strftime("%H:00")}}}}]
+    for f in ["userid", *fields]:
+        path = f"{root}.{f}"
+        if path not in have:
+            ops.append({"op": "add", "path": "/transformations/0/params/profileSelectors/selectors/-",
+                        "value": {"type": "JSON_PATH", "value": {"path": path, "operator": "EXISTS"}}})
+    return ops
+
+
+def _counts(job: dict, audience_ids: list[str]) -> dict[str, int]:
+    counts = (job.get("metrics") or {}).get("segmentedProfileCounter") or {}
+    return {aid: int(counts.get(aid, 0)) for aid in audience_ids}
+
+
 class AudienceService:
-    def __init__(self, client: AEPClient, tenant: Callable[[], str], poll_s: float = 10.0, ttl_days: int = 60):
+    def __init__(self, client: AEPClient, tenant: Callable[[], str], poll_s: float = 10.0, ttl_days: int = 60,
+                 data_changed_at: Callable[[], float] | None = None, page_size: int = PAGE):
         self.c = client
         self.tenant = tenant
         self.poll_s = poll_s
         self.ttl_days = ttl_days
+        # Epoch seconds of the last change of the Profile data the audiences read (None: unknown,
+        # then every evaluation runs a new job).
+        self.data_changed_at = data_changed_at
+        self.page_size = page_size
+        self.jobs_reused = 0
 
     # --- definitions -----------------------------------------------------------------------
     def list_definitions(self) -> list[dict]:
+        """Every segment definition, following the API's ``_page.next`` (or ``link.next``)."""
         out: list[dict] = []
-        start = 0
+        seen: set[str] = set()
+        params: dict[str, Any] = {"limit": self.page_size}
         while True:
-            body = self.c.get("segmentation", "/segment/definitions", params={"limit": PAGE, "start": start},
+            body = self.c.get("segmentation", "/segment/definitions", params=dict(params),
                               what="list segment definitions")
-            page = [s for s in (body.get("segments") or []) if isinstance(s, dict)] if isinstance(body, dict) else []
-            out += page
-            if len(page) < PAGE:
+            body = body if isinstance(body, dict) else {}
+            page = [s for s in (body.get("segments") or []) if isinstance(s, dict)]
+            out += [s for s in page if s.get("id") not in seen]
+            seen |= {s.get("id") for s in page}
+            nxt = _next_start(body)
+            if not page or nxt is None or str(nxt) == str(params.get("start")):
                 return out
-            start += PAGE
+            params["start"] = nxt
 
     def _find(self, name: str) -> dict | None:
         found = [s for s in self.list_definitions() if s.get("name") == name]
@@ -126,13 +192,14 @@ class AudienceService:
             if s_i >= len(selectors) or (selectors[s_i].get("value") or {}).get("id") != segment_id:
                 return
             try:
+                # destinations.yaml: RFC 6902 ops in lower case, the removed selector as the value.
                 self.c.transport.send("PATCH", self.c.url("flow", f"/flows/{flow_id}"),
-                                      json=[{"op": "REMOVE", "path": path, "value": {}}],
+                                      json=[{"op": "remove", "path": path, "value": selectors[s_i]}],
                                       headers={"If-Match": flow.get("etag") or resp.headers.get("etag", "")})
                 log.info("unmapped audience %s from dataflow %s", segment_id, flow_id)
                 return
-            except TransientError:
-                time.sleep(self.c.transport.policy.delay(0))
+            except TransientError as exc:
+                self.c.transport.sleep(self.c.transport.policy.delay(0, getattr(exc, "retry_after", None)))
             except AEPError as exc:
                 if exc.status != 412:
                     raise
@@ -144,13 +211,17 @@ class AudienceService:
     def evaluate(self, audience_ids: list[str], timeout_s: float = 1800.0) -> dict[str, int]:
         if not audience_ids:
             return {}
-        started = time.time()
         wanted = set(audience_ids)
+        reusable = self._reusable_job(wanted)
+        if reusable is not None:
+            self.jobs_reused += 1
+            log.info("segment job %s already evaluated these audiences after their last change; reusing its counts",
+                     reusable["id"])
+            return _counts(reusable, audience_ids)
+        started = time.time()
 
         def find():
-            body = self.c.get("segmentation", "/segment/jobs", params={"limit": 50, "sort": "creationTime:desc"},
-                              what="list segment jobs")
-            for job in (body.get("children") or []) if isinstance(body, dict) else []:
+            for job in self._recent_jobs():
                 ids = {s.get("segmentId") for s in job.get("segments") or []}
                 if ids == wanted and (job.get("creationTime") or 0) / 1000.0 >= started - 5:
                     return job
@@ -167,8 +238,7 @@ class AudienceService:
             job = self.c.transport.call(lambda: self.c.segmentation.getJob(job_id), what=f"poll segment job {job_id}")
             status = str(job.get("status", "")).upper()
             if status in JOB_DONE:
-                counts = (job.get("metrics") or {}).get("segmentedProfileCounter") or {}
-                return {aid: int(counts.get(aid, 0)) for aid in audience_ids}
+                return _counts(job, audience_ids)
             if status in JOB_FAILED:
                 errors = job.get("errors") or []
                 raise PlatformError(f"segment job {job_id} ended {status}: {str(errors)[:400] or 'no reason given'}")
@@ -176,6 +246,34 @@ class AudienceService:
                 raise PlatformError(f"segment job {job_id} still {status or 'unknown'} after {timeout_s:.0f} s; "
                                     "re-run the stage later (the audiences exist, only counts are missing)")
             time.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
+
+    def _recent_jobs(self) -> list[dict]:
+        body = self.c.get("segmentation", "/segment/jobs", params={"limit": 50, "sort": "creationTime:desc"},
+                          what="list segment jobs")
+        return [j for j in (body.get("children") or []) if isinstance(j, dict)] if isinstance(body, dict) else []
+
+    def _reusable_job(self, wanted: set[str]) -> dict | None:
+        """The newest successful job over exactly ``wanted`` that started after the
+        definitions and the Profile data last changed; None when there is none (or the
+        data's last change cannot be told)."""
+        if self.data_changed_at is None:
+            return None
+        definitions = {s.get("id"): s for s in self.list_definitions() if s.get("id") in wanted}
+        if set(definitions) != wanted:
+            return None
+        changed_ms = max([self.data_changed_at() * 1000.0,
+                          *((s.get("updateTime") or s.get("creationTime") or 0) for s in definitions.values())])
+        for job in self._recent_jobs():
+            segments = job.get("segments") or []
+            if {x.get("segmentId") for x in segments} != wanted or str(job.get("status", "")).upper() not in JOB_DONE:
+                continue
+            if (job.get("creationTime") or 0) <= changed_ms:
+                return None  # newest matching job is older than the last change
+            same_rules = all((((x.get("segment") or {}).get("expression") or {}).get("value")
+                              in (None, (definitions[x.get("segmentId")].get("expression") or {}).get("value")))
+                             for x in segments)
+            return job if same_rules else None
+        return None
 
     # --- activation ------------------------------------------------------------------------
     def _destination_flow(self, destination: str) -> tuple[dict, str]:
@@ -197,22 +295,7 @@ class AudienceService:
         return False
 
     def _map_audience(self, flow: dict, etag: str, audience: Audience, fields: list[str]) -> None:
-        tenant = f"_{self.tenant()}"
-        params = ((flow.get("transformations") or [{}])[0].get("params") or {})
-        have = {((s.get("value") or {}).get("path")) for s in (params.get("profileSelectors") or {}).get("selectors") or []
-                if isinstance(s, dict)}
-        today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
-        # Upper-case ops: flow-service.yaml's PATCH /flows declares ADD/REPLACE/REMOVE, and
-        # destinations.yaml's oneOf of three identical segment selectors admits no selector.
-        ops: list[dict[str, Any]] = [{"op": "ADD", "path": "/transformations/0/params/segmentSelectors/selectors/-",
-                                      "value": {"type": "PLATFORM_SEGMENT", "value": {
-                                          "id": audience.id, "name": audience.name, "exportMode": "DAILY_FULL_EXPORT",
-                                          "schedule": {"frequency": "ONCE", "startDate": today}}}}]
-        for f in ["userid", *fields]:
-            path = f"{tenant}.{f}"
-            if path not in have:
-                ops.append({"op": "ADD", "path": "/transformations/0/params/profileSelectors/selectors/-",
-                            "value": {"type": "JSON_PATH", "value": {"path": path, "operator": "EXISTS"}}})
+        ops = segment_selector_ops(audience, self.tenant(), flow, fields)
 
         def patch():
             return self.c.transport.send("PATCH", self.c.url("flow", f"/flows/{flow['id']}"), json=ops,

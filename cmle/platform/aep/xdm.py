@@ -7,9 +7,12 @@ by title, ``getSchemas`` returns the raw body when there is no result, and
 ``getDescriptors`` loops forever when there is more than one page.
 
 Payloads follow the CMLE notebooks (reference cmle-notebooks.md §2.1) and validate against
-schema-registry.yaml. Profile enablement is a PUT of the schema with
-``meta:immutableTags: ["union"]``: the documented PATCH carries an array value, which the
-official spec's patch schema (value: string) does not allow.
+schema-registry.yaml. Profile enablement is the PATCH Adobe documents (schema guide,
+"Enable a schema for Real-Time Customer Profile"; aepp's ``enableSchemaForRealTime``):
+``[{"op": "add", "path": "/meta:immutableTags", "value": ["union"]}]``. A PUT of the whole
+schema with ``meta:immutableTags`` does *not* enable it (the Schema Registry keeps the tags
+it has), so the answer of the PATCH is checked: a schema that is still not enabled is a
+clear error here rather than a refused dataset one step later.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from urllib.parse import quote
 
 from cmle.errors import PlatformError
 from cmle.platform.aep.client import AEPClient
-from cmle.platform.aep.errors import PermissionDeniedError
+from cmle.platform.aep.errors import AEPError, PermissionDeniedError
 from cmle.platform.aep.http import AEPNotFound
 from cmle.platform.base import EXPERIENCE_EVENT, PROFILE, XDM_CLASSES, Resource
 
@@ -45,6 +48,7 @@ ACCEPT_ONE = "application/vnd.adobe.xed+json; version=1"
 ACCEPT_DESCRIPTORS = "application/vnd.adobe.xdm-v2+json"
 ECID = "ECID"
 UNION_TAG = "union"
+ADHOC_CLASS = "https://ns.adobe.com/xdm/data/adhoc"  # Query Service's CTAS results
 
 
 def _q(resource_id: str) -> str:
@@ -209,14 +213,30 @@ class XDM:
             create=lambda: self.c.schema.createDescriptor(descriptorObj=desc), find=find)
         _required(res, "@id", f"create the identity descriptor of {title!r}")
 
+    def ecid_identity_field(self, schema_id: str) -> str | None:
+        """The custom field holding the schema's primary identity when its namespace is ECID."""
+        prefix = f"/_{self.tenant_id()}/"
+        for d in self.descriptors(schema_id):
+            if d.get("xdm:isPrimary") and str(d.get("xdm:namespace", "")).upper() == ECID \
+                    and str(d.get("xdm:sourceProperty", "")).startswith(prefix):
+                return str(d["xdm:sourceProperty"])[len(prefix):]
+        return None
+
     def _ensure_union(self, schema_id: str, title: str) -> None:
         current = self.get("schemas", schema_id)
         tags = list(current.get("meta:immutableTags") or [])
         if UNION_TAG in tags:
             return
-        body = {key: current[key] for key in ("type", "title", "description", "allOf") if key in current}
-        body["meta:immutableTags"] = [*tags, UNION_TAG]
-        self.c.transport.call(lambda: self.c.schema.putSchema(schema_id, body), what=f"enable {title!r} for Profile")
+        ops = [{"op": "add", "path": "/meta:immutableTags", "value": [*tags, UNION_TAG]}]
+        answer = self.c.transport.request("PATCH", self.c.url("schemas", f"/tenant/schemas/{_q(schema_id)}"),
+                                          safe=True, json=ops, what=f"enable {title!r} for Profile").json()
+        answered = answer.get("meta:immutableTags") if isinstance(answer, dict) else None
+        if UNION_TAG not in (answered or []):
+            # The answer may omit the tags: read the schema before calling it a failure.
+            if not self.schema_is_profile(schema_id):
+                raise PlatformError(f"schema {title!r} ({schema_id}) is still not enabled for Profile after the "
+                                    f"PATCH of meta:immutableTags (AEP answered {str(answer)[:200]}); enable it in "
+                                    "the AEP UI (Schemas > Profile toggle) or check that it has a primary identity")
         log.info("schema %r enabled for Profile", title)
 
     def tenant_fields(self, schema_id: str) -> set[str]:
@@ -249,6 +269,26 @@ class XDM:
             if title is not None and d.get("@id"):
                 out.append(Resource("descriptor", d["@id"], title))
         return out
+
+    def is_adhoc(self, schema: dict) -> bool:
+        return ADHOC_CLASS in (schema.get("meta:class"), *(schema.get("meta:extends") or []))
+
+    def delete_adhoc_schema(self, schema_id: str) -> bool:
+        """Delete the ad-hoc schema Query Service made for a CTAS dataset (one dataset only
+        ever uses it). Any other schema is left alone. True when it was deleted."""
+        try:
+            schema = self.get("schemas", schema_id)
+        except AEPNotFound:
+            return False
+        if not self.is_adhoc(schema):
+            return False
+        try:
+            self.delete("schema", schema_id)
+        except AEPError as exc:  # still in use (the dataset is being deleted): leave it, say so
+            log.warning("could not delete the ad-hoc schema %s: %s", schema_id, exc)
+            return False
+        log.info("deleted the ad-hoc schema %s of a replaced CTAS dataset", schema_id)
+        return True
 
     def delete(self, kind: str, resource_id: str) -> None:
         fn = {"fieldgroup": self.c.schema.deleteFieldGroup, "schema": self.c.schema.deleteSchema,

@@ -7,7 +7,14 @@ Transport faults, applied to a request before or after the double handles it:
 * ``timeout``: the request **is** processed, then the answer is held back longer than the
   client's timeout (a POST that succeeded although the client gave up);
 * ``drop``: the request **is** processed, then the connection is closed without an answer;
-* ``drop_before``: the connection is closed before anything is processed.
+* ``drop_before``: the connection is closed before anything is processed;
+* ``late``: the connection is closed at once, and the request is processed
+  ``late_s`` seconds later (AEP took it and finished it after the client gave up: a
+  creation must be looked up long enough, or it is made twice).
+
+A ``429`` carries ``Retry-After`` (the double's ``retry_after_s``); a request to the same
+method and path before that time has passed is an *early retry*, counted by the double
+and recorded as a violation.
 
 Rules match a method and a path substring (or anything) and fire a number of times, or
 with a probability (seeded) in random mode. Behaviour faults (a batch that fails, a
@@ -22,7 +29,10 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-TRANSPORT_KINDS = ("429", "500", "503", "timeout", "drop", "drop_before")
+TRANSPORT_KINDS = ("429", "500", "503", "timeout", "drop", "drop_before", "late")
+# What random mode draws by default: "late" is opt-in (it needs a client look-up window
+# longer than late_s, which the tests set where they use it).
+RANDOM_KINDS = ("429", "500", "503", "timeout", "drop", "drop_before")
 
 
 @dataclass
@@ -40,7 +50,7 @@ class Rule:
 class FaultPlan:
     rules: list[Rule] = field(default_factory=list)
     rate: float = 0.0
-    kinds: tuple[str, ...] = TRANSPORT_KINDS
+    kinds: tuple[str, ...] = RANDOM_KINDS
     exclude: tuple[str, ...] = ()  # path substrings random mode leaves alone
     seed: int = 0
     each_op: str | None = None  # this fault hits the first call of every operation
@@ -58,7 +68,7 @@ class FaultPlan:
         with self._lock:
             self.rules.append(Rule(kind, method, path, times))
 
-    def random(self, rate: float, kinds: tuple[str, ...] = TRANSPORT_KINDS, seed: int = 0,
+    def random(self, rate: float, kinds: tuple[str, ...] = RANDOM_KINDS, seed: int = 0,
                exclude: tuple[str, ...] = ()) -> None:
         with self._lock:
             self.rate, self.kinds, self.exclude = rate, kinds, exclude

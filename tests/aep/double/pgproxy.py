@@ -12,8 +12,10 @@ It runs in its **own process** (:class:`ProxyProcess`): psycopg2's ``cancel()`` 
 GIL while libpq waits for the server's answer, so a proxy thread in the test process could
 never answer it. The proxy keeps its state in the sandbox database, schema ``double``:
 ``wire_log`` (every SQL text a client sent) and ``control`` (armed wire faults:
-``slow_interactive`` prepends a long ``pg_sleep``, ``fail_interactive`` fails the query,
-``drop_interactive`` closes the connection).
+``slow_interactive`` prepends a long ``pg_sleep``, ``fail_interactive`` fails the query
+with a SQL error, ``overload_interactive`` fails it as an overloaded engine does (SQLSTATE
+XX000, worth re-running), ``drop_interactive`` closes the connection) and ``wire_random``
+(a rate at which every query gets one of the given faults).
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ CONTROL_SQL = """
 CREATE SCHEMA IF NOT EXISTS double;
 CREATE TABLE IF NOT EXISTS double.control (name text PRIMARY KEY, remaining int NOT NULL, used int NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS double.wire_log (id serial PRIMARY KEY, sql text NOT NULL);
+CREATE TABLE IF NOT EXISTS double.wire_random (id int PRIMARY KEY DEFAULT 1, rate float8 NOT NULL,
+                                               kinds text[] NOT NULL);
 """
+WIRE_FAULTS = ("slow_interactive", "fail_interactive", "overload_interactive", "drop_interactive")
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -93,10 +98,11 @@ class _Proxy:
                     catalog = sqlxlate.load_catalog(cur)
                     out = ";\n".join(sqlxlate.translate(sql, catalog)) or "SELECT 1 WHERE false"
                     cur.execute("UPDATE double.control SET remaining = remaining - 1, used = used + 1 "
-                                "WHERE remaining > 0 AND name IN ('slow_interactive', 'fail_interactive', "
-                                "'drop_interactive') "
-                                "RETURNING name")
+                                "WHERE name = (SELECT name FROM double.control WHERE remaining > 0 AND name = "
+                                "ANY(%s) ORDER BY name LIMIT 1) RETURNING name", (list(WIRE_FAULTS),))
                     row = cur.fetchone()
+                    if row is None:
+                        row = self._random_fault(cur)
             finally:
                 con.close()
         except Exception as exc:  # noqa: BLE001 - the client gets a SQL error, as from QS
@@ -107,7 +113,23 @@ class _Proxy:
             return "SELECT pg_sleep(30);\n" + out
         if row and row[0] == "fail_interactive":
             return _error_sql("injected failure")
+        if row and row[0] == "overload_interactive":
+            safe = "injected: internal error, the query engine is overloaded"
+            return f"SELECT cmle_double_internal_error($m${safe}$m$)"
         return out
+
+    @staticmethod
+    def _random_fault(cur):
+        import random
+
+        cur.execute("SELECT rate, kinds FROM double.wire_random WHERE id = 1")
+        got = cur.fetchone()
+        if not got or random.random() >= got[0]:
+            return None
+        kind = random.choice(got[1])
+        cur.execute("INSERT INTO double.control (name, remaining, used) VALUES (%s, 0, 1) ON CONFLICT (name) "
+                    "DO UPDATE SET used = double.control.used + 1", (kind,))
+        return (kind,)
 
     def serve(self, client: socket.socket) -> None:
         upstream = None

@@ -66,7 +66,8 @@ class AEPDouble:
     def __init__(self, pg: PostgresServer, workdir: Path, *, org_id: str = "TESTORG0000@AdobeOrg",
                  client_id: str = "cmle-test-client", client_secret: str = "double-client-secret-7f3a9c",
                  sandbox: str = "dev", tenant: str = "cmle", token_ttl: float = 3600.0,
-                 delay_s: float = 0.05, hang_s: float = 1.5, flow_ready_s: float = 0.0):
+                 delay_s: float = 0.05, hang_s: float = 1.5, flow_ready_s: float = 0.0,
+                 retry_after_s: float = 1.0, late_s: float = 2.0):
         from . import svc_catalog, svc_flows, svc_labels, svc_query, svc_segments, svc_xdm  # noqa: F401 - routes
 
         self.pg = pg
@@ -76,6 +77,9 @@ class AEPDouble:
         self.org_id, self.client_id, self.client_secret = org_id, client_id, client_secret
         self.sandbox, self.tenant, self.token_ttl = sandbox, tenant, token_ttl
         self.delay_s, self.hang_s, self.flow_ready_s = delay_s, hang_s, flow_ready_s
+        # Seconds a 429 asks the client to wait (AEP sends whole seconds; tests may use less to
+        # stay fast: the client must honour whatever it is told) and how late "late" requests run.
+        self.retry_after_s, self.late_s = retry_after_s, late_s
         self.db = f"{sandbox}:all"
         self.specs = spec_registry()
         self.faults = FaultPlan()
@@ -85,6 +89,8 @@ class AEPDouble:
         self.unimplemented: list[str] = []
         self.errors: list[str] = []  # exceptions in the double's own handlers
         self.calls: list[tuple[str, str, int]] = []
+        self.retry_not_before: dict[tuple[str, str], float] = {}  # (method, path) -> when a retry may come
+        self.early_retries: list[str] = []  # requests that came before their 429's Retry-After
         self.denied: set[str] = set()  # path prefixes the credential may not use (403)
         self.stats_without_tenant = False
         self.dlz_sas_token = "sv=2023-11-03&sr=c&sp=rl&sig=" + secrets.token_urlsafe(32)
@@ -213,11 +219,18 @@ class AEPDouble:
         return ";\n".join(sqlxlate.translate(sql, catalog)) or "SELECT 1 WHERE false"
 
     def wire_fault(self, name: str, times: int = 1) -> None:
-        """Arm a fault of the PostgreSQL endpoint: ``slow_interactive``, ``fail_interactive`` or
-        ``drop_interactive`` (the connection is closed when the query arrives)."""
+        """Arm a fault of the PostgreSQL endpoint: ``slow_interactive``, ``fail_interactive`` (a
+        SQL error), ``overload_interactive`` (SQLSTATE XX000, as an overloaded engine answers)
+        or ``drop_interactive`` (the connection is closed when the query arrives)."""
         with self.admin() as cur:
             cur.execute("INSERT INTO double.control (name, remaining) VALUES (%s, %s) ON CONFLICT (name) "
                         "DO UPDATE SET remaining = double.control.remaining + EXCLUDED.remaining", (name, times))
+
+    def wire_random(self, rate: float, kinds: tuple[str, ...] = ("overload_interactive", "drop_interactive")) -> None:
+        """Give each query on the PostgreSQL endpoint a ``rate`` chance of one of ``kinds``."""
+        with self.admin() as cur:
+            cur.execute("INSERT INTO double.wire_random (id, rate, kinds) VALUES (1, %s, %s) ON CONFLICT (id) "
+                        "DO UPDATE SET rate = EXCLUDED.rate, kinds = EXCLUDED.kinds", (rate, list(kinds)))
 
     def wire_faults_used(self) -> dict[str, int]:
         with self.admin() as cur:
@@ -284,14 +297,23 @@ class AEPDouble:
                 op = self.specs.match(path, method)[0][0].key
             except SpecViolation:
                 op = f"{method} {path}"
+        self._check_retry_after(method, path)
         fault = self.faults.take(method, path, op)
         if fault in ("429", "500", "503"):
-            self._send(h, Resp(int(fault), {"error_code": f"{fault}000", "message": "injected fault"},
-                               {"Retry-After": "0"} if fault == "429" else {}))
+            headers = {}
+            if fault == "429":
+                headers["Retry-After"] = f"{self.retry_after_s:g}"
+                with self.lock:
+                    self.retry_not_before[(method, path)] = time.monotonic() + self.retry_after_s
+            self._send(h, Resp(int(fault), {"error_code": f"{fault}000", "message": "injected fault"}, headers))
             self._record(method, op, int(fault))
             return
         if fault == "drop_before":
             self._drop(h)
+            return
+        if fault == "late":  # the client loses the connection; the request runs late_s later
+            self._drop(h)
+            self.spawn(self._process_late, method, path, query, headers, body, op)
             return
         if op == "POST /ims/token/v3":
             resp = self.ims(body)
@@ -303,6 +325,22 @@ class AEPDouble:
             self._drop(h)
             return
         self._send(h, resp)
+
+    def _process_late(self, method: str, path: str, query: str, headers: dict, body: bytes, op: str) -> None:
+        if self.sleep(self.late_s):
+            if op == "POST /ims/token/v3":
+                self.ims(body)
+            else:
+                self.process(method, path, query, headers, body)
+
+    def _check_retry_after(self, method: str, path: str) -> None:
+        """A request that repeats one answered 429 before its Retry-After is an early retry."""
+        with self.lock:
+            not_before = self.retry_not_before.pop((method, path), None)
+            if not_before is not None and time.monotonic() < not_before:
+                early = f"{method} {path}: retried {not_before - time.monotonic():.3f} s before its Retry-After"
+                self.early_retries.append(early)
+                self.violations.append(f"early retry: {early}")
 
     def _record(self, method: str, key: str, status: int) -> None:
         with self.lock:

@@ -53,6 +53,8 @@ CREATE OR REPLACE FUNCTION day_of_month(d date) RETURNS int
   LANGUAGE sql IMMUTABLE AS $f$ SELECT extract(day FROM d)::int $f$;
 CREATE OR REPLACE FUNCTION cmle_double_error(msg text) RETURNS void LANGUAGE plpgsql AS $f$
   BEGIN RAISE EXCEPTION USING MESSAGE = msg, ERRCODE = '42601'; END $f$;
+CREATE OR REPLACE FUNCTION cmle_double_internal_error(msg text) RETURNS void LANGUAGE plpgsql AS $f$
+  BEGIN RAISE EXCEPTION USING MESSAGE = msg, ERRCODE = 'XX000'; END $f$;
 CREATE OR REPLACE FUNCTION _argmax_sfunc(state anycompatiblearray, val anycompatible, key anycompatible)
   RETURNS anycompatiblearray LANGUAGE sql IMMUTABLE AS $f$
   SELECT CASE WHEN key IS NULL THEN state
@@ -95,10 +97,19 @@ class Catalog:
 
 
 def split_block(sql: str) -> list[str]:
-    """The statements of a Query Service anonymous block or of a ``;``-separated text."""
+    """The statements of a Query Service anonymous block (``$$ BEGIN ...; [EXCEPTION WHEN
+    OTHER THEN ...;] END $$;``, Adobe's "Anonymous block in Query Service") or of a
+    ``;``-separated text. The optional exception section is not run: the statements run in
+    one transaction here, and a failure fails the whole query."""
     m = _BLOCK.match(sql)
     body = m.group("body") if m else sql
-    return [s.strip() for s in _split_statements(body) if s.strip()]
+    out = []
+    for s in _split_statements(body):
+        if m and re.match(r"^\s*EXCEPTION\b", s, re.IGNORECASE):
+            break
+        if s.strip():
+            out.append(s.strip())
+    return out
 
 
 def _split_statements(text: str) -> list[str]:

@@ -266,6 +266,19 @@ def _check_xdm(d, schema: dict, name: str, t: pa.Schema) -> tuple[str, str] | No
     return None
 
 
+def invalid_ecids(values: list) -> list[str]:
+    """The values AEP refuses in the ECID namespace: not 38 digits, or a 19-digit half above
+    the largest signed 64-bit integer (Adobe KB ka-32618, "Invalid ECID")."""
+    out = []
+    for v in values:
+        if v is None:
+            continue
+        if not (isinstance(v, str) and len(v) == 38 and v.isascii() and v.isdigit()
+                and int(v[:19]) <= 2**63 - 1 and int(v[19:]) <= 2**63 - 1):
+            out.append(str(v))
+    return out
+
+
 XDM_ARROW_TYPES = {"string": pa.string(), "number": pa.float64(), "integer": pa.int64(), "boolean": pa.bool_(),
                    "date-time": pa.timestamp("us", tz="UTC"), "date": pa.date32()}
 
@@ -327,6 +340,13 @@ def process_batch(d, b_id: str) -> None:
                     _fail(d, b, "DCVS-1107-400", f"{name}: {nulls} rows without the primary identity "
                                                  f"_{d.tenant}.{field}")
                     return
+                if str(ident[0].get("xdm:namespace", "")).upper() == "ECID":
+                    bad = invalid_ecids(pa.chunked_array([c.field(field) for c in col.chunks]).to_pylist())
+                    if bad:
+                        _fail(d, b, "UPLIB-101003-400", f"{name}: Invalid ECID: {bad[0]} ({len(bad)} rows); an "
+                                                        "ECID is 38 digits, each 19-digit half a signed 64-bit "
+                                                        "integer")
+                        return
         tables.append(t)
     expected = d.dataset_schemas.get(ds_id)
     try:
@@ -383,9 +403,10 @@ def file_content(d, req: Req):
     return Resp(200, files[path])
 
 
-def add_ctas_batch(d, ds_id: str, table: pa.Table) -> str:
-    """Record a CTAS result as the dataset's one successful batch (its Parquet file)."""
-    b_id = new_id("b")
+def add_ctas_batch(d, ds_id: str, table: pa.Table, b_id: str | None = None) -> str:
+    """Record the rows a query wrote (CTAS or INSERT INTO) as a successful batch of the
+    dataset, with its Parquet file (whose rows are already in the dataset's table)."""
+    b_id = b_id or new_id("b")
     buf = io.BytesIO()
     pq.write_table(table, buf)
     with d.lock:
@@ -394,6 +415,6 @@ def add_ctas_batch(d, ds_id: str, table: pa.Table) -> str:
                            "relatedObjects": [{"type": "dataSet", "id": ds_id}], "errors": [],
                            "metrics": {"recordCount": table.num_rows, "outputRecordCount": table.num_rows}}
         d.batch_files[b_id] = {"part-00000.parquet": buf.getvalue()}
-        d.dataset_schemas[ds_id] = table.schema
+        d.dataset_schemas.setdefault(ds_id, table.schema)
     return b_id
 

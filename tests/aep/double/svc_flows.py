@@ -41,6 +41,8 @@ def _create(d, kind: str, req: Req, check=None):
         check(body)
     item = {**body, "id": new_id(), "etag": f'"{new_id()}"', "createdAt": now_ms(), "updatedAt": now_ms(),
             "state": "enabled"}
+    if kind == "flows":  # ready for ad-hoc runs flow_ready_s after it was made (AEP: about 10 minutes)
+        item["readyAt"] = item["createdAt"] + int(d.flow_ready_s * 1000)
     with d.lock:
         _store(d, kind)[item["id"]] = item
     return Resp(201, {"id": item["id"], "etag": item["etag"]})
@@ -221,7 +223,8 @@ def adhoc_run(d, req: Req):
             flow = d.flows.get(dest["flowId"])
             if flow is None:
                 raise aep_error(400, "ADHOC-400", f"flow {dest['flowId']} does not exist")
-            if d.faults.consume("not_ready") or time.time() * 1000 - flow["createdAt"] < d.flow_ready_s * 1000:
+            ready_at = flow.get("readyAt", flow["createdAt"] + d.flow_ready_s * 1000)
+            if d.faults.consume("not_ready") or time.time() * 1000 < ready_at:
                 raise HTTPErr(400, {"error_code": "DSA-400", "message": f"Following order ID(s) are not ready for "
                                     f"dataset export, please wait for 10 minutes and retry : {flow['id']}"})
             datasets = []

@@ -1,9 +1,13 @@
 """Query Service REST of the double: connection parameters, queries (CTAS) run in
 PostgreSQL after translation, polling, cancel.
 
-A query's statements run in one transaction. ``CREATE TABLE t AS`` registers ``t`` as a
-dataset (``adobe/pqs/table`` tag, an ad-hoc schema) with its rows as one successful
-batch; ``DROP TABLE t`` deletes the dataset of table ``t``, as on AEP.
+A query's statements run in one transaction (a ``$$ BEGIN ... END $$`` anonymous block,
+the form Query Service documents for chaining statements, is split into its statements).
+``CREATE TABLE t AS`` registers ``t`` as a dataset (``adobe/pqs/table`` tag) on a new
+ad-hoc schema of the Schema Registry, with its rows as one successful batch; ``INSERT INTO
+t SELECT ...`` appends a batch to the dataset of table ``t`` (its columns must be the
+dataset's, in order); ``DROP TABLE t`` deletes the dataset of table ``t`` but, as on AEP,
+not its ad-hoc schema.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ import re
 
 from . import sqlxlate
 from .router import Req, Resp, aep_error, route
+from .server import new_id
 from .svc_catalog import add_ctas_batch, register_dataset, table_of
 
 QS = "/data/foundation/query"
 _DROP = re.compile(r'^\s*DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?"([^"]+)"', re.IGNORECASE)
 _CREATE = re.compile(r'^\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"([^"]+)"\s+AS\b', re.IGNORECASE)
+_INSERT = re.compile(r'^\s*INSERT\s+INTO\s+"([^"]+)"\s+((?:SELECT|WITH|\().*)$', re.IGNORECASE | re.DOTALL)
+ADHOC_CLASS = "https://ns.adobe.com/xdm/data/adhoc"
 
 
 def _iso() -> str:
@@ -111,7 +118,19 @@ def run_query(d, qid: str) -> None:
         statements = ["SELECT pg_sleep(3600)", *statements]
     dropped = [m.group(1) for s in statements if (m := _DROP.match(s))]
     created = [m.group(1) for s in statements if (m := _CREATE.match(s))]
+    inserts: dict[int, tuple[str, str]] = {}  # statement index -> (dataset table, temp table)
+    for i, stmt in enumerate(statements):
+        m = _INSERT.match(stmt)
+        if m:
+            if not any(table_of(ds) == m.group(1) for ds in list(d.datasets.values())):
+                _finish(d, q, "FAILED", [{"code": "42P01", "message": f"table {m.group(1)} does not exist"}])
+                return
+            inserts[i] = (m.group(1), f"__itas_{i}")
+            statements[i] = f'CREATE TEMP TABLE "__itas_{i}" AS {m.group(2)}'
+    from . import pgload
+
     started = dt.datetime.now()
+    new_batches: list[tuple[str, str, object]] = []  # (table, batch id, Arrow rows)
     try:
         con = d.pg.admin_connect(d.db, autocommit=False)
         try:
@@ -122,8 +141,31 @@ def run_query(d, qid: str) -> None:
                 if q.get("cancel_requested"):
                     raise psycopg2.errors.QueryCanceled("cancelled before start")
                 for stmt in statements:
+                    m = _DROP.match(stmt)
+                    if m:  # a dataset's table is a view over its rows: drop both
+                        pgload.drop_dataset_table(cur, m.group(1))
+                        continue
                     cur.execute(stmt)
                 rowcount = max(cur.rowcount, 0)
+                # CTAS results and inserted rows become batches of the dataset (rows table + view).
+                for table in created:
+                    data = pgload.dump_table(cur, table)
+                    cur.execute(f"DROP TABLE {pgload.q(table)}")
+                    pgload.create_dataset_table(cur, table, data.schema)
+                    b_id = new_id("b")
+                    pgload.insert_rows(cur, table, data, b_id, data.schema)
+                    new_batches.append((table, b_id, data))
+                for table, temp in inserts.values():
+                    data = pgload.dump_table(cur, temp)
+                    ds_id = next(k for k, v in d.datasets.items() if table_of(v) == table)
+                    expected = d.dataset_schemas.get(ds_id)
+                    if expected is not None and data.schema.names != expected.names:
+                        raise _Mismatch(f"INSERT INTO {table}: the query's columns {data.schema.names} are not the "
+                                        f"table's columns {expected.names}")
+                    b_id = new_id("b")
+                    pgload.insert_rows(cur, table, data, b_id, expected or data.schema)
+                    rowcount = data.num_rows
+                    new_batches.append((table, b_id, data))
             con.commit()
         finally:
             with d.lock:
@@ -131,6 +173,9 @@ def run_query(d, qid: str) -> None:
             con.close()
     except psycopg2.errors.QueryCanceled:
         _finish(d, q, "KILLED", [{"code": "57014", "message": "query was cancelled"}])
+        return
+    except _Mismatch as exc:
+        _finish(d, q, "FAILED", [{"code": "42P10", "message": str(exc)}])
         return
     except psycopg2.Error as exc:
         _finish(d, q, "FAILED", [{"code": exc.pgcode or "XX000", "message": (exc.pgerror or str(exc)).strip()}])
@@ -144,18 +189,35 @@ def run_query(d, qid: str) -> None:
                     for b in d.batches.values():
                         if b["relatedObjects"][0]["id"] == ds_id:
                             b["status"] = "deleted"
-    from . import pgload
-
-    for table in created:
-        with d.admin() as cur:
-            data = pgload.dump_table(cur, table)
-        ds_id = register_dataset(d, table, f"https://ns.adobe.com/{d.tenant}/schemas/adhoc{d.new_hex()}",
-                                 tags={"cmle.ctas": ["true"]})
-        add_ctas_batch(d, ds_id, data)
+    for table, b_id, data in new_batches:
+        if table in created and not any(table_of(v) == table for v in list(d.datasets.values())):
+            schema_id = register_adhoc_schema(d, table)
+            ds_id = register_dataset(d, table, schema_id, tags={"cmle.ctas": ["true"]})
+        else:
+            ds_id = next(k for k, v in list(d.datasets.items()) if table_of(v) == table)
+        add_ctas_batch(d, ds_id, data, b_id)
     with d.lock:
         q["rowCount"] = rowcount
         q["elapsedTime"] = int((dt.datetime.now() - started).total_seconds() * 1000)
     _finish(d, q, "SUCCESS")
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def register_adhoc_schema(d, table: str) -> str:
+    """The ad-hoc schema Query Service creates for a CTAS result (class ``adhoc``, fields
+    namespaced for that one dataset); its title does not follow the project's names."""
+    hexid = d.new_hex()
+    s = {"$id": f"https://ns.adobe.com/{d.tenant}/schemas/{hexid}", "meta:altId": f"_{d.tenant}.schemas.{hexid}",
+         "title": f"Query Service ad hoc schema {hexid[:12]}", "type": "object",
+         "description": f"Schema of the CTAS result {table}", "meta:resourceType": "schemas", "version": "1.0",
+         "meta:class": ADHOC_CLASS, "meta:extends": [ADHOC_CLASS], "allOf": [{"$ref": ADHOC_CLASS}],
+         "meta:containerId": "tenant"}
+    with d.lock:
+        d.schemas[s["$id"]] = s
+    return s["$id"]
 
 
 def _catalog(d) -> sqlxlate.Catalog:

@@ -41,25 +41,41 @@ def _check(d, body: dict) -> None:
         raise aep_error(400, "UPS-400", "schema.name must be _xdm.context.profile")
 
 
+def _creation_time(d) -> int:
+    """Creation times are unique (they order the listing and ``start`` pages by them)."""
+    latest = max((s["creationTime"] for s in d.segments.values()), default=0)
+    return max(now_ms(), latest + 1)
+
+
 @route("POST", UPS + "/segment/definitions")
 def create_definition(d, req: Req):
     body = req.json or {}
     _check(d, body)
-    seg = {**body, "id": d.new_hex(), "imsOrgId": d.org_id, "creationTime": now_ms(), "updateTime": now_ms(),
-           "profileInstanceId": body.get("profileInstanceId", "ups")}
     with d.lock:
+        created = _creation_time(d)
+        seg = {**body, "id": d.new_hex(), "imsOrgId": d.org_id, "creationTime": created, "updateTime": created,
+               "profileInstanceId": body.get("profileInstanceId", "ups")}
         d.segments[seg["id"]] = seg
     return Resp(200, seg)
 
 
 @route("GET", UPS + "/segment/definitions")
 def list_definitions(d, req: Req):
+    """Oldest first. ``start`` is "the page offset, as per created time of resource"
+    (segmentation.yaml): the page holds the definitions created after it; ``_page.next``
+    (and ``link.next``) give the ``start`` of the next page, absent on the last one."""
     limit = int(req.q("limit", "100") or 100)
     start = int(req.q("start", "0") or 0)
     items = sorted(d.segments.values(), key=lambda s: s["creationTime"])
-    page = items[start:start + limit]
-    return {"segments": page, "page": {"totalCount": len(items), "totalPages": max(1, -(-len(items) // limit)),
-                                       "pageOffset": start, "pageSize": len(page)}, "link": {}}
+    after = [s for s in items if s["creationTime"] > start]
+    page = after[:limit]
+    more = len(after) > limit
+    nxt = str(page[-1]["creationTime"]) if more and page else None
+    return {"segments": page,
+            "page": {"totalCount": len(items), "totalPages": max(1, -(-len(items) // limit)), "pageSize": len(page),
+                     "limit": limit},
+            "_page": {"totalCount": len(items), "pageSize": len(page), "next": nxt},
+            "link": {"next": {"href": f"@/segment/definitions?start={nxt}&limit={limit}"}} if nxt else {}}
 
 
 @route("GET", UPS + "/segment/definitions/{SEGMENT_ID}")

@@ -151,19 +151,75 @@ def get_schema(d, req: Req):
     return _find(d.schemas, req.arg(1))
 
 
+def _require_identity_for_union(d, s: dict) -> None:
+    primary = [x for x in d.descriptors.values() if x["xdm:sourceSchema"] == s["$id"] and x.get("xdm:isPrimary")]
+    if not primary:
+        raise aep_error(400, "XDM-1521-400", "a schema needs a primary identity before it can be enabled for Profile")
+
+
 @route("PUT", SR + "/tenant/schemas/{SCHEMA_ID}")
 def put_schema(d, req: Req):
+    """Replace a schema. As on AEP, ``meta:immutableTags`` in the body is ignored: a PUT does
+    not enable (or disable) Profile, only the PATCH of ``/meta:immutableTags`` does."""
     s = _find(d.schemas, req.arg(0))
     body = req.json or {}
     _check_schema_refs(d, body)
-    if "union" in (body.get("meta:immutableTags") or []):
-        primary = [x for x in d.descriptors.values() if x["xdm:sourceSchema"] == s["$id"] and x.get("xdm:isPrimary")]
-        if not primary:
-            raise aep_error(400, "XDM-1521-400", "a schema needs a primary identity before it can be enabled for Profile")
-    if "union" in (s.get("meta:immutableTags") or []) and "union" not in (body.get("meta:immutableTags") or []):
-        raise aep_error(400, "XDM-1522-400", "meta:immutableTags cannot be removed")
     with d.lock:
-        s.update({k: v for k, v in body.items() if not k.startswith("$") and k != "meta:altId"})
+        tags = s.get("meta:immutableTags")
+        s.update({k: v for k, v in body.items() if not k.startswith("$") and k not in ("meta:altId",
+                                                                                       "meta:immutableTags")})
+        if tags is None:
+            s.pop("meta:immutableTags", None)
+        else:
+            s["meta:immutableTags"] = tags
+        s["version"] = f"1.{int(s['version'].split('.')[1]) + 1}"
+    return s
+
+
+PATCHABLE = ("/title", "/description", "/meta:immutableTags", "/allOf")
+
+
+@route("PATCH", SR + "/tenant/schemas/{SCHEMA_ID}")
+def patch_schema(d, req: Req):
+    """JSON Patch of a schema (RFC 6902): ``add``/``replace``/``remove`` of the title, the
+    description, ``meta:immutableTags`` (``["union"]`` enables Profile, once the schema has a
+    primary identity; tags cannot be removed) and ``allOf`` entries."""
+    s = _find(d.schemas, req.arg(0))
+    ops = req.json
+    if not isinstance(ops, list) or not ops:
+        raise aep_error(400, "XDM-1000-400", "the body must be a JSON Patch array")
+    new = {k: (list(v) if isinstance(v, list) else v) for k, v in s.items()}
+    for op in ops:
+        kind, path, value = op.get("op"), str(op.get("path", "")), op.get("value")
+        if kind not in ("add", "replace", "remove") or not path.startswith(PATCHABLE):
+            raise aep_error(400, "XDM-1000-400", f"unsupported patch operation {kind} {path}")
+        if path.startswith("/meta:immutableTags"):
+            if kind == "remove":
+                raise aep_error(400, "XDM-1522-400", "meta:immutableTags cannot be removed")
+            tags = list(new.get("meta:immutableTags") or [])
+            if path == "/meta:immutableTags":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise aep_error(400, "XDM-1000-400", "meta:immutableTags takes an array of strings")
+                if set(tags) - set(value):
+                    raise aep_error(400, "XDM-1522-400", "meta:immutableTags cannot be removed")
+                tags = list(value)
+            else:  # /meta:immutableTags/- appends one tag
+                tags.append(str(value))
+            new["meta:immutableTags"] = tags
+        elif path.startswith("/allOf"):
+            if kind != "add" or not isinstance(value, dict) or "$ref" not in value:
+                raise aep_error(400, "XDM-1000-400", "allOf takes added {\"$ref\": ...} entries")
+            new["allOf"] = [*new.get("allOf", []), {"$ref": value["$ref"]}]
+            _check_schema_refs(d, new)
+        elif kind == "remove":
+            new.pop(path[1:], None)
+        else:
+            new[path[1:]] = value
+    if "union" in (new.get("meta:immutableTags") or []) and "union" not in (s.get("meta:immutableTags") or []):
+        _require_identity_for_union(d, s)
+    with d.lock:
+        s.clear()
+        s.update(new)
         s["version"] = f"1.{int(s['version'].split('.')[1]) + 1}"
     return s
 
