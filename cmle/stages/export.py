@@ -60,12 +60,7 @@ def _still_there(ctx: Context, cached: dict, targets: list[tuple[str, Dataset]])
     return True
 
 
-# AEP asks to wait about 10 minutes after a dataflow is created before its first ad-hoc run;
-# the default leaves room for that wait and for the export itself.
-DEFAULT_TIMEOUT_S = 1800.0
-
-
-def export(ctx: Context, sets: str = "all", timeout_s: float = DEFAULT_TIMEOUT_S, force: bool = False) -> dict:
+def export(ctx: Context, sets: str = "all", timeout_s: float = 600.0, force: bool = False) -> dict:
     """Export the chosen feature sets; return, per set, its dataset id, export URL, time and rows.
 
     When the sets hold exactly the content an earlier export run exported (same dataset
@@ -103,8 +98,7 @@ STAGE = Stage(
     params=(
         Param("sets", str, "all", "feature sets to export: all, training (both framings if present) or scoring",
               choices=SET_CHOICES),
-        Param("timeout_s", float, DEFAULT_TIMEOUT_S,
-              "seconds each export may run (on AEP, a new export dataflow first waits about 10 minutes)", min=1),
+        Param("timeout_s", float, 600.0, "seconds each export may run", min=1),
         Param("force", bool, False, "export even when the newest export is current"),
     ),
     help="Export the training and scoring sets to cloud storage (AEP export layout, Parquet) after checking "

@@ -1,5 +1,6 @@
-"""Fault injection: 429, 500, 503, timeouts and dropped connections at every call, a failing
-batch, a failing query, a flow run that never finishes, a dropped Query Service session.
+"""Fault injection: 429 (with Retry-After), 500, 503, timeouts, dropped connections and late
+answers at every call, a failing batch, a failing query, a flow run that never finishes, a
+dropped Query Service session.
 
 Each run goes through a small pipeline that uses every kind of call the adapter makes
 (XDM set-up, batch ingestion, interactive query, CTAS, export, audience evaluation and
@@ -25,6 +26,7 @@ from cmle.platform.aep import AEPPlatform
 from cmle.platform.base import PROFILE
 
 FAST_TIMEOUT = "0.3"  # seconds per request in these runs; the double holds "timeout" answers 0.45 s
+FAST_LOOKUP = "0.3"  # seconds a lost creation is looked up; "late" requests run 0.15 s late
 TALLY: Counter = Counter()
 INJECTED: Counter = Counter()
 
@@ -40,12 +42,14 @@ def tally_lines() -> list[str]:
             f"  runs failed with a clear error as the fault demanded: {TALLY['clear_failures']}",
             f"  adapter retries: {TALLY['retries']}; creations found after a lost answer: "
             f"{TALLY['found_after_failure']}; Query Service reconnects: {TALLY['reconnects']}",
-            f"  duplicates found: {TALLY['duplicates']}"]
+            f"  early retries (before Retry-After): {TALLY['early_retries']}; duplicates found: {TALLY['duplicates']}"]
 
 
 def _platform(double) -> AEPPlatform:
     double.hang_s = 0.45
-    return AEPPlatform.from_settings(load_settings(env=aep_env(double, CMLE_PLATFORM_REQUEST_TIMEOUT=FAST_TIMEOUT)))
+    double.late_s = 0.15
+    return AEPPlatform.from_settings(load_settings(env=aep_env(double, CMLE_PLATFORM_REQUEST_TIMEOUT=FAST_TIMEOUT,
+                                                               CMLE_PLATFORM_CREATE_LOOKUP_S=FAST_LOOKUP)))
 
 
 def _destination(double) -> None:
@@ -94,10 +98,11 @@ def _account(aep: AEPPlatform, double) -> None:
     TALLY["reconnects"] += aep.queries.reconnects
     dups = double.duplicates()
     TALLY["duplicates"] += sum(len(v) for v in dups.values())
+    TALLY["early_retries"] += len(double.early_retries)
     assert dups == {}, f"duplicates on the double: {dups}"
 
 
-@pytest.mark.parametrize("kind", ["429", "500", "503", "timeout", "drop", "drop_before"])
+@pytest.mark.parametrize("kind", ["429", "500", "503", "timeout", "drop", "drop_before", "late"])
 def test_fault_at_the_first_call_of_every_operation(double, tmp_cwd, kind):
     aep = _platform(double)
     double.faults.every_operation(kind)

@@ -93,6 +93,7 @@ class TokenProvider:
         self._lifetime = 0.0
         self._lock = threading.Lock()
         self.fetches = 0  # how many tokens were obtained (tests check sharing)
+        self.retries = 0  # token requests repeated after a transient IMS failure
 
     @property
     def expires_at(self) -> float:
@@ -138,6 +139,7 @@ class TokenProvider:
             # Never before IMS's Retry-After: an early retry is refused again and counts against us.
             delay = retry_delay(attempt, self.backoff_s, self.max_backoff_s, retry_after)
             log.warning("IMS token request failed (%s); retrying in %.1f s", err, delay)
+            self.retries += 1
             self.sleep(delay)
 
     def _accept(self, resp: requests.Response) -> None:

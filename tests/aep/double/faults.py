@@ -56,6 +56,7 @@ class FaultPlan:
     each_op: str | None = None  # this fault hits the first call of every operation
     seen_ops: set = field(default_factory=set)
     injected: Counter = field(default_factory=Counter)
+    injected_paths: Counter = field(default_factory=Counter)  # transport faults by request path
     behaviours: Counter = field(default_factory=Counter)
 
     def __post_init__(self):
@@ -92,20 +93,23 @@ class FaultPlan:
         """The fault to inject into this request, if any (and count it). ``op`` names the
         operation (method and path template)."""
         with self._lock:
+            kind = None
             if self.each_op and op and op not in self.seen_ops:
                 self.seen_ops.add(op)
-                self.injected[self.each_op] += 1
-                return self.each_op
-            for rule in self.rules:
-                if rule.times > 0 and rule.matches(method, path):
-                    rule.times -= 1
-                    self.injected[rule.kind] += 1
-                    return rule.kind
-            if self.rate and not any(x in path for x in self.exclude) and self._rng.random() < self.rate:
-                kind = self._rng.choice(self.kinds)
+                kind = self.each_op
+            else:
+                for rule in self.rules:
+                    if rule.times > 0 and rule.matches(method, path):
+                        rule.times -= 1
+                        kind = rule.kind
+                        break
+                else:
+                    if self.rate and not any(x in path for x in self.exclude) and self._rng.random() < self.rate:
+                        kind = self._rng.choice(self.kinds)
+            if kind is not None:
                 self.injected[kind] += 1
-                return kind
-        return None
+                self.injected_paths[path] += 1
+            return kind
 
     # --- behaviour faults -----------------------------------------------------------------
     def behave(self, name: str, times: int = 1) -> None:

@@ -91,6 +91,8 @@ class AEPDouble:
         self.calls: list[tuple[str, str, int]] = []
         self.retry_not_before: dict[tuple[str, str], float] = {}  # (method, path) -> when a retry may come
         self.early_retries: list[str] = []  # requests that came before their 429's Retry-After
+        self.requests = 0  # every HTTP request received, faulted or not
+        self.request_paths: list[str] = []  # their paths, in order
         self.denied: set[str] = set()  # path prefixes the credential may not use (403)
         self.stats_without_tenant = False
         self.dlz_sas_token = "sv=2023-11-03&sr=c&sp=rl&sig=" + secrets.token_urlsafe(32)
@@ -287,6 +289,9 @@ class AEPDouble:
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         method = h.command
         path, _, query = h.path.partition("?")
+        with self.lock:
+            self.requests += 1
+            self.request_paths.append(path)
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in h.headers.items()}
