@@ -21,11 +21,14 @@ and says why in its docstring.
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import TYPE_CHECKING
 
-from cmle.config import Settings
+import pyarrow.parquet as pq
+
 from cmle import ecid, naming
+from cmle.config import Settings
 from cmle.errors import DataCheckError, NotFoundError, PlatformError
 from cmle.platform.aep.auth import Hosts, TokenProvider, configure_aepp
 from cmle.platform.aep.batches import SMALL_FILE_LIMIT, BatchService
@@ -131,10 +134,6 @@ class AEPPlatform:
         field = self._ecid_fields[dataset_id]
         if field is None:
             return
-        import io
-
-        import pyarrow.parquet as pq
-
         root = f"_{self.tenant_id}"
         try:
             table = pq.read_table(io.BytesIO(data), columns=[root])

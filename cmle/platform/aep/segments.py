@@ -258,9 +258,13 @@ class AudienceService:
         data's last change cannot be told)."""
         if self.data_changed_at is None:
             return None
-        definitions = {s.get("id"): s for s in self.list_definitions() if s.get("id") in wanted}
-        if set(definitions) != wanted:
-            return None
+        definitions = {}
+        for audience_id in sorted(wanted):
+            try:
+                definitions[audience_id] = self.c.get("segmentation", f"/segment/definitions/{audience_id}",
+                                                      what=f"read audience {audience_id}")
+            except AEPNotFound:
+                return None
         changed_ms = max([self.data_changed_at() * 1000.0,
                           *((s.get("updateTime") or s.get("creationTime") or 0) for s in definitions.values())])
         for job in self._recent_jobs():
