@@ -143,3 +143,7 @@ audience = _script("audience")
 main_pipeline = _script("main")
 cleanup = _script("cleanup")
 deploy = _script("deploy")
+
+
+if __name__ == "__main__":  # python -m cmle.cli <stage> ...
+    main()

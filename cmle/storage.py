@@ -85,6 +85,8 @@ def list_exports(root: str, path: str, dataset_id: str) -> list[ExportFolder]:
     fs, fpath = filesystem(folder)
     if not fs.exists(fpath):
         return []
+    if not is_remote(folder):
+        sweep_partial(folder)  # what killed writers left (cheap locally: one more listing)
     found = []
     for entry in fs.ls(fpath, detail=True):
         if entry.get("type") != "directory":
