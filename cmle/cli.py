@@ -17,15 +17,22 @@ from typing import Sequence
 
 from cmle import redact
 from cmle.config import load_settings
-from cmle.errors import EnvironmentFault, as_user_error
+from cmle.errors import EnvironmentFault, ParameterError, as_user_error
 from cmle.stages import ALL_STAGES, Stage, get_stage
 
 log = logging.getLogger("cmle")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one :class:`ParameterError` line like every other."""
+
+    def error(self, message: str):
+        raise ParameterError(f"{message} (`{self.prog} --help` lists the parameters)")
+
+
 def _parser(stage: Stage, prog: str) -> argparse.ArgumentParser:
     # Each help text states its default once (no ArgumentDefaultsHelpFormatter on top).
-    parser = argparse.ArgumentParser(prog=prog, description=stage.help)
+    parser = _Parser(prog=prog, description=stage.help)
     parser.add_argument("--config", default="", help="config file (default: $CMLE_CONFIG or conf/config.ini)")
     parser.add_argument("--verbose", action="store_true",
                         help="debug logging, and the traceback of every error (user mistakes too)")

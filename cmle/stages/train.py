@@ -37,7 +37,7 @@ import pandas as pd
 from cmle import __version__, failpoints, locks, storage, tracking
 from cmle.columns import ID_COLUMN, LABEL_COLUMN, SNAPSHOT_COLUMN
 from cmle.context import Context
-from cmle.errors import NotFoundError
+from cmle.errors import NotFoundError, ParameterError
 from cmle.exports import feature_set_name, newest_feature_export
 from cmle.model import artifact, evaluation, fit, metrics, scoring, space, tuning
 from cmle.model.preprocess import FeatureSpec, nonfinite_counts
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 HOLDOUT_ARTIFACT = "holdout/holdout.parquet"
 FINGERPRINT_TAG = f"{TAG_PREFIX}fingerprint"
 HOLDOUT_TAG = f"{TAG_PREFIX}holdout_uri"
+MIN_TUNE_ROWS = 50
 METRIC_TAGS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece")
 
 
@@ -135,6 +136,9 @@ def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMIL
                   calibration=calibration, max_tune_rows=max_tune_rows)
     chosen = space.parse_families(families)
     fit.check_fractions(holdout_fraction, validation_fraction)
+    if 0 < max_tune_rows < MIN_TUNE_ROWS:
+        raise ParameterError(f"train: max_tune_rows = {max_tune_rows} is too few rows to tune on (a stratified "
+                             f"sample needs both classes); use 0 (every training row) or at least {MIN_TUNE_ROWS}")
     # "both": the model is trained on the point-in-time set and compared with the same model
     # trained on the notebooks' framing; "pit" / "cmle": that set alone.
     trained_on = "cmle" if framing == "cmle" else "pit"
