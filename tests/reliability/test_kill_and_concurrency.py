@@ -22,7 +22,6 @@ KILL_POINTS = [
     "stage.synthetic.done",
     "stage.featurize.done",
     "export_folder.written",    # export: the parts written into a hidden folder, not published
-    "stage.export.done",
     "register.logged",          # train: model logged, no version yet
     "register.created",         # train: version created, no alias yet
     "promote.recorded",         # promote: decision recorded as pending, alias not moved

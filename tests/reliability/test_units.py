@@ -225,3 +225,18 @@ def test_re_exporting_unchanged_data_trains_nothing_new(store, platform, setting
     versions = Registry.current().versions(settings.cloud.model_name)
     assert len(versions) == 1 and "cmle.fingerprint" in versions[0].tags
     assert Registry.current().aliases(settings.cloud.model_name) == {CHALLENGER: first["model_version"]}
+
+
+def test_all_tuning_trials_failing_is_one_clear_error(monkeypatch):
+    from cmle.errors import DataCheckError
+    from cmle.model import space, tuning
+
+    def broken(*args, **kwargs):
+        raise ValueError("This solver needs samples of at least 2 classes")
+
+    monkeypatch.setattr(space, "build_estimator", broken)
+    df = training_frame(200, seed=2)
+    spec = FeatureSpec.infer(df)
+    xy = (spec.prepare(df), df["label"].to_numpy())
+    with pytest.raises(DataCheckError, match="all 2 tuning trials failed; first error: ValueError: This solver"):
+        tuning.tune(xy, xy, spec, ("logreg",), max_evals=2, seed=0, log_runs=False)

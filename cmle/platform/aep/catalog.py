@@ -161,8 +161,7 @@ class CatalogService:
         tags = dict((body.get(dataset_id) or {}).get("tags") or {}) if isinstance(body, dict) else {}
         if tags.get(OWNER_TAG) == [self.owner]:
             return
-        tags[OWNER_TAG] = [self.owner]
-        tags.pop(TABLE_TAG, None)  # AEP's own tag is not ours to send back
+        tags[OWNER_TAG] = [self.owner]  # the whole tags object, as _enable_profile sends it
         self.c.transport.request("PATCH", self.c.url("catalog", f"/dataSets/{dataset_id}"), safe=True,
                                  json={"tags": tags}, what=f"record the owner of dataset {dataset_id}")
 
