@@ -10,21 +10,34 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import traceback
 from typing import Sequence
 
 from cmle import redact
 from cmle.config import load_settings
-from cmle.errors import CmleError
+from cmle.errors import EnvironmentFault, ParameterError, as_user_error
 from cmle.stages import ALL_STAGES, Stage, get_stage
 
 log = logging.getLogger("cmle")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one :class:`ParameterError` line like every other."""
+
+    def error(self, message: str):
+        raise ParameterError(f"{message} (`{self.prog} --help` lists the parameters)")
+
+
 def _parser(stage: Stage, prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=stage.help,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # Each help text states its default once (no ArgumentDefaultsHelpFormatter on top).
+    parser = _Parser(prog=prog, description=stage.help)
     parser.add_argument("--config", default="", help="config file (default: $CMLE_CONFIG or conf/config.ini)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="debug logging, and the traceback of every error (user mistakes too)")
+    parser.add_argument("--log-file", "--log_file", dest="log_file", default=None, metavar="PATH",
+                        help="also write the log, with the traceback of any error, to PATH (default: $CMLE_LOG_FILE)")
     for p in stage.params:
         flags = sorted({f"--{p.name}", f"--{p.name.replace('_', '-')}"})
         parser.add_argument(*flags, dest=p.name, default=None, metavar=p.type.__name__.upper(),
@@ -36,9 +49,12 @@ def run_cli(name: str, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` for stage ``name``, run it, print its outputs as JSON; return the exit code."""
     redact.install()
     logging.getLogger().setLevel(logging.INFO)
+    verbose, log_file = False, None
     try:
         stage = get_stage(name)
         args = _parser(stage, f"cmle {name}").parse_args(argv)
+        verbose = args.verbose
+        log_file = _log_to_file(args.log_file or os.environ.get("CMLE_LOG_FILE") or None, verbose)
         params = {p.name: getattr(args, p.name) for p in stage.params if getattr(args, p.name) is not None}
         # empty strings from MLproject defaults mean "use the default"
         params = {k: v for k, v in params.items() if not (isinstance(v, str) and v == "" and
@@ -47,14 +63,55 @@ def run_cli(name: str, argv: Sequence[str] | None = None) -> int:
         from cmle.runner import run_stage
 
         outputs = run_stage(name, settings, params)
-    except CmleError as exc:
-        print(f"cmle {name}: error: {redact.scrub(str(exc))}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         print(f"cmle {name}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - every error ends here: one line for the user, or a bug report
+        return _report(name, exc, verbose, log_file)
     print(redact.scrub(json.dumps(outputs, indent=2, default=str, sort_keys=True)))
     return 0
+
+
+def _log_to_file(path: str | None, verbose: bool) -> str | None:
+    """Send the log (and error tracebacks) to ``path`` as well; return it."""
+    root = logging.getLogger()
+    if verbose:
+        root.setLevel(logging.DEBUG)
+        for noisy in ("urllib3", "alembic", "sqlalchemy", "matplotlib", "git", "filelock", "py4j"):
+            logging.getLogger(noisy).setLevel(logging.INFO)
+    if not path:
+        return None
+    try:
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise EnvironmentFault(f"cannot write the log file {path}: {exc.strerror or exc}") from None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(redact.RedactingFilter())
+    root.addHandler(handler)
+    return path
+
+
+def _report(name: str, exc: Exception, verbose: bool, log_file: str | None) -> int:
+    """One line for a user mistake or an environment fault (its traceback only with --verbose
+    or in the log file); the traceback and a line for a bug. Returns the exit code."""
+    user_error = as_user_error(exc)
+    trace = redact.scrub("".join(traceback.format_exception(exc)))
+    if log_file:
+        log.error("cmle %s failed:\n%s", name, trace)
+    if user_error is None:
+        print(trace, file=sys.stderr, end="")
+        print(f"cmle {name}: internal error: {redact.scrub(_first_line(exc))}. This is a bug in cmle, not in your "
+              "input: please report it with the traceback above", file=sys.stderr)
+        return 1
+    if verbose:
+        print(trace, file=sys.stderr, end="")
+    print(f"cmle {name}: error: {redact.scrub(_first_line(user_error))}", file=sys.stderr)
+    return user_error.exit_code
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())  # one line, whatever the message held
+    return text or type(exc).__name__
 
 
 def entrypoint(name: str) -> None:
@@ -93,3 +150,7 @@ audience = _script("audience")
 main_pipeline = _script("main")
 cleanup = _script("cleanup")
 deploy = _script("deploy")
+
+
+if __name__ == "__main__":  # python -m cmle.cli <stage> ...
+    main()

@@ -12,6 +12,7 @@ values are registered with :mod:`cmle.redact` so that no log line can carry them
 from __future__ import annotations
 
 import configparser
+import logging
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 
 from cmle import redact
 from cmle.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "CMLE_"
 CONFIG_ENV = "CMLE_CONFIG"
@@ -76,7 +79,8 @@ class PlatformSettings:
     backend: str = _meta(default="local", choices=BACKENDS, help="local (embedded) or aep")
     local_root: str = _meta(default=".cmle/platform", help="folder of the embedded platform")
     tenant_id: str = _meta(default="cmle", help="tenant id of the embedded platform (AEP reads its own)")
-    owner: str = _meta(default="cmle", help="suffix of every resource name, to tell users apart")
+    owner: str = _meta(default="cmle", help="who the resources belong to: every name carries it (with a hash), "
+                                            "and cleanup deletes only what this owner created")
     platform_url: str = _meta(default="", help="override of the AEP API base URL")
     ims_url: str = _meta(default="", help="override of the IMS base URL")
     request_timeout: float = _meta(default=60.0, kind=float, help="seconds per HTTP request")
@@ -91,6 +95,9 @@ class PlatformSettings:
                                    help="seconds a creation whose answer was lost is looked up before it is sent "
                                         "again (covers the request timeout and AEP's gateway timeout)")
     engine: str = _meta(default="local", choices=ENGINES, help="local (DuckDB/pandas) or spark")
+    lock_wait: float = _meta(default=1800.0, kind=float,
+                             help="seconds a run waits for another run of the same owner (or a registration) "
+                                  "to finish before it gives up naming that run")
 
 
 @dataclass(frozen=True)
@@ -263,9 +270,46 @@ def load_settings(path: str | os.PathLike | None = None, env: dict | None = None
             values[f.name] = _convert(section, f.name, raw, f)
         built[section.lower()] = cls(**values)
 
+    _warn_unknown_env(env)
+    _warn_secret_in_files(parser, files, env)
     settings = Settings(**built, source=str(cfg_path) if cfg_path else "<defaults>")
     _validate(settings)
     return _absolutise(settings)
+
+
+# CMLE_* variables that are not settings overrides but are read elsewhere.
+OTHER_ENV = {CONFIG_ENV, "CMLE_AEP_OPENAPI_DIR", "CMLE_PG_BIN", "CMLE_FAILPOINT", "CMLE_LOG_FILE", "CMLE_SECRET_SCOPE"}
+
+
+def known_env_names() -> set[str]:
+    """Every ``CMLE_*`` variable cmle reads."""
+    return {env_name(sec, f.name) for sec, cls in SECTIONS.items() for f in fields(cls)} | OTHER_ENV
+
+
+def _warn_unknown_env(env: dict) -> None:
+    """A misspelt override would be ignored silently: say so, with the closest known name."""
+    import difflib
+
+    known = known_env_names()
+    for key in sorted(k for k in env if k.upper().startswith(ENV_PREFIX) and k not in known):
+        close = difflib.get_close_matches(key.upper(), sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(sorted(known))}"
+        log.warning("environment variable %s is not a cmle setting and is ignored%s", key, hint)
+
+
+def _warn_secret_in_files(parser: configparser.ConfigParser, files: list, env: dict) -> None:
+    """A client secret belongs in the environment or a secret store, not in a file (outside
+    Databricks, where the file is read from the secret scope's mount)."""
+    if env.get("DATABRICKS_RUNTIME_VERSION"):
+        return
+    for sec in parser.sections():
+        for key, value in parser[sec].items():
+            if key.lower() == "client_secret" and value.strip():
+                where = ", ".join(str(f) for f in files)
+                log.warning("[%s] client_secret is set in a config file (%s): files get copied, committed and "
+                            "shared; move it to the environment variable %s (or a secret store) and remove it "
+                            "from the file", sec, where, env_name("Authentication", "client_secret"))
+                return
 
 
 def _validate(s: Settings) -> None:
@@ -297,9 +341,22 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"[Cloud] {key} = {val!r} must be a relative folder such as cmle/egress")
     if not s.cloud.model_name or any(c.isspace() for c in s.cloud.model_name):
         raise ConfigError(f"[Cloud] model_name = {s.cloud.model_name!r} must be a name without spaces")
+    _check_model_name(s.cloud.model_name)
     if s.mlflow.tracking_uri.rstrip("/").endswith("mlruns") and s.mlflow.tracking_uri.startswith(("file:", ".", "/")):
         raise ConfigError(f"[MLflow] tracking_uri = {s.mlflow.tracking_uri!r}: MLflow 3 refuses the file store; "
                           "use sqlite:///mlflow.db or an http(s) server")
+
+
+def _check_model_name(name: str) -> None:
+    """The registry's own rule for model names, checked now rather than after training."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(name)
+    except MlflowException as exc:
+        raise ConfigError(f"[Cloud] model_name = {name!r} is not a valid registered model name "
+                          f"({exc.message.splitlines()[0]}); choose a name of letters, digits, '_', '-' and '.'") from None
 
 
 def _absolutise(s: Settings) -> Settings:

@@ -1,19 +1,26 @@
 """Deterministic names of every platform resource this package creates.
 
-Get-or-create finds resources by these names, and ``cleanup`` deletes exactly the
-resources they match, so every name lives here and nowhere else.
+Get-or-create finds resources by these names, so every name lives here and nowhere else.
+
+Names are injective per owner: every name ends with the owner's *token*, a readable slug of
+the owner followed by a fixed-length hash of the exact owner string
+(:func:`owner_token`). ``team-a`` and ``team_a``, ``Alice`` and ``alice``, ``cmle`` and
+``cmle_cmle`` or two non-ASCII owners that fold to the same slug therefore never share a
+name, and no name of one owner is a suffix-variant of another's. Which resources an owner
+may delete is not decided from names alone: the platforms record the owner on what they
+create (:attr:`cmle.platform.base.Resource.owner`) and ``cleanup`` follows that record.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 
 TITLE_MARK = "[CMLE]"
 TABLE_PREFIX = "cmle_"
-
-
-def _title(what: str, owner: str) -> str:
-    return f"{TITLE_MARK} {what} ({owner})"
+OWNER_HASH_CHARS = 8
+_SLUG_CHARS = 24
 
 
 def table_name(name: str) -> str:
@@ -21,8 +28,28 @@ def table_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
+def owner_hash(owner: str) -> str:
+    """A short hash of the exact owner string (case, punctuation and non-ASCII kept)."""
+    return hashlib.sha256(owner.encode("utf-8")).hexdigest()[:OWNER_HASH_CHARS]
+
+
+def owner_slug(owner: str) -> str:
+    """A readable ASCII slug of the owner (not unique on its own)."""
+    ascii_owner = unicodedata.normalize("NFKD", owner).encode("ascii", "ignore").decode()
+    return table_name(ascii_owner)[:_SLUG_CHARS].strip("_") or "owner"
+
+
+def owner_token(owner: str) -> str:
+    """``{slug}_{hash}``: unique per exact owner string, usable in table and folder names."""
+    return f"{owner_slug(owner)}_{owner_hash(owner)}"
+
+
+def _title(what: str, owner: str) -> str:
+    return f"{TITLE_MARK} {what} ({owner} {owner_hash(owner)})"
+
+
 def _table(what: str, owner: str) -> str:
-    return table_name(f"{TABLE_PREFIX}{what}_{owner}")
+    return f"{TABLE_PREFIX}{table_name(what)}_{owner_token(owner)}"
 
 
 # Synthetic data (stage `synthetic`)
@@ -105,7 +132,7 @@ def export_flow(dataset_name: str, owner: str) -> str:
 
 
 def is_ours(name: str, owner: str) -> bool:
-    """True when ``name`` is one of the names above for this owner."""
-    if name.startswith(TITLE_MARK) and name.endswith(f"({owner})"):
-        return True
-    return name.startswith(TABLE_PREFIX) and name.endswith(f"_{table_name(owner)}")
+    """True when ``name`` is one of the names above for exactly this owner (its token ends it)."""
+    if name.startswith(TITLE_MARK):
+        return name.endswith(f" ({owner} {owner_hash(owner)})")
+    return name.startswith(TABLE_PREFIX) and name.endswith(f"_{owner_token(owner)}")

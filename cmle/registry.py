@@ -129,6 +129,17 @@ class Registry:
         return matches[-1] if matches else None
 
     # --- writing ----------------------------------------------------------------------
+    def create_version(self, name: str, model_uri: str, tags: dict[str, Any]) -> str:
+        """Register ``model_uri`` as a new version of ``name`` with ``tags`` set in the same call."""
+        import mlflow
+
+        clean = {k: str(v)[:MAX_TAG_VALUE] for k, v in tags.items()}
+        try:
+            mv = mlflow.register_model(model_uri, name, tags=clean)
+        except MlflowException as exc:
+            raise RegistryError(f"could not register model {name!r} in {self.uri}: {_short(exc)}") from None
+        return str(mv.version)
+
     def set_alias(self, name: str, alias: str, version: str | int) -> None:
         self.client.set_registered_model_alias(name, alias, str(version))
 
@@ -152,16 +163,37 @@ class Registry:
         return True
 
     # --- promotion history --------------------------------------------------------------
-    def record_promotion(self, name: str, version: str | int, record: dict[str, Any]) -> str:
-        """Write one decision onto the version (tag + description line); returns the tag key."""
-        stamp = utc_stamp(_parse_time(record.get("time")))
-        key = f"{PROMOTION_TAG_PREFIX}{stamp}"
+    def record_promotion(self, name: str, version: str | int, record: dict[str, Any], key: str | None = None) -> str:
+        """Write one decision onto the version (tag; and a description line once its ``state``
+        is ``done``); returns the tag key. With ``key``, that record is rewritten (its state moves
+        from ``pending`` to ``done`` or ``interrupted``)."""
+        key = key or f"{PROMOTION_TAG_PREFIX}{utc_stamp(_parse_time(record.get('time')))}"
         payload = json.dumps(record, sort_keys=True, default=str)
         if len(payload) > MAX_TAG_VALUE:
             raise ValueError(f"promotion record is {len(payload)} characters, above MLflow's {MAX_TAG_VALUE}")
         self.set_tags(name, version, {key: payload, PROMOTION_STATUS_TAG: record.get("status", "")})
-        self.append_description(name, version, describe_promotion(record))
+        if record.get("state", "done") == "done":
+            self.append_description(name, version, describe_promotion(record))
         return key
+
+    def settle_pending(self, name: str) -> list[dict[str, Any]]:
+        """Close decisions a killed promotion left ``pending``: ``done`` when the champion alias
+        points at that version (the move happened), ``interrupted`` otherwise. Returns them."""
+        champion = self.aliases(name).get(CHAMPION) if self.versions(name) else None
+        settled = []
+        for record in self.promotion_history(name):
+            if record.get("state") != "pending":
+                continue
+            key = record.pop("tag")
+            moved = str(record.get("version")) == str(champion)
+            record["state"] = "done" if moved else "interrupted"
+            if not moved:
+                record["promoted"] = False
+            log.warning("promotion record %s of %s v%s was left pending by an interrupted run: now %s", key, name,
+                        record.get("version"), record["state"])
+            self.record_promotion(name, record["version"], record, key=key)
+            settled.append(record)
+        return settled
 
     def promotion_history(self, name: str) -> list[dict[str, Any]]:
         """Every recorded decision on every version of ``name``, oldest first."""

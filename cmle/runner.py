@@ -8,7 +8,7 @@ from typing import Any
 
 import mlflow
 
-from cmle import __version__, redact, tracking
+from cmle import __version__, failpoints, locks, redact, tracking
 from cmle.config import Settings
 from cmle.context import Context
 from cmle.stages import get_stage
@@ -34,7 +34,10 @@ def run_stage(name: str, settings: Settings, params: dict[str, Any] | None = Non
     nested = mlflow.active_run() is not None
     started = time.perf_counter()
     try:
-        with mlflow.start_run(run_name=name, nested=nested) as run:
+        # One run at a time per owner on this platform folder: a second one waits, then finds
+        # the first one's results (re-entered, not re-taken, by main's nested stages).
+        with locks.owner_lock(settings, f"cmle {name} (owner {settings.platform.owner!r})"), \
+                mlflow.start_run(run_name=name, nested=nested) as run:
             mlflow.set_tags({"cmle.stage": name, "cmle.backend": settings.platform.backend,
                              "cmle.version": __version__})
             tracking.log_params(values)
@@ -46,6 +49,7 @@ def run_stage(name: str, settings: Settings, params: dict[str, Any] | None = Non
             mlflow.log_metric("stage_seconds", elapsed)
             tracking.log_dict(outputs, "outputs.json")
             log.info("stage %s finished in %.1f s", name, elapsed)
+            failpoints.hit(f"stage.{name}.done")
             return outputs
     finally:
         if own_ctx:

@@ -26,7 +26,8 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cmle.errors import CmleError, NotFoundError
+from cmle import failpoints, holder
+from cmle.errors import CmleError, DataCheckError, EnvironmentFault, NotFoundError
 
 EXPORT_TIME_FORMAT = "%Y%m%d%H%M%S"
 _EXPORT_DIR = re.compile(r"^exportTime=(\d{14})$")
@@ -84,6 +85,8 @@ def list_exports(root: str, path: str, dataset_id: str) -> list[ExportFolder]:
     fs, fpath = filesystem(folder)
     if not fs.exists(fpath):
         return []
+    if not is_remote(folder):
+        sweep_partial(folder)  # what killed writers left (cheap locally: one more listing)
     found = []
     for entry in fs.ls(fpath, detail=True):
         if entry.get("type") != "directory":
@@ -121,8 +124,24 @@ def read_export(folder_url: str, columns: list[str] | None = None) -> pa.Table:
     files = part_files(folder_url)
     if not files:
         raise NotFoundError(f"export folder {folder_url} holds no data file")
-    tables = [pq.read_table(f, columns=columns, filesystem=fs) for f in files]
+    tables = []
+    for f in files:
+        with unreadable_file(f):
+            tables.append(pq.read_table(f, columns=columns, filesystem=fs))
     return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+
+
+@contextmanager
+def unreadable_file(f: str) -> Iterator[None]:
+    """Turn a corrupt or truncated Parquet file into one clear :class:`DataCheckError`."""
+    try:
+        yield
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        if isinstance(exc, PermissionError):
+            raise EnvironmentFault(f"cannot read {f}: {exc.strerror or exc}; make it readable") from None
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataCheckError(f"{f} is not a readable Parquet file ({reason}); remove its export folder and run "
+                             "the stage that wrote it again (export for feature sets, score for scores)") from None
 
 
 def iter_export_batches(folder_url: str, batch_rows: int = 65_536,
@@ -133,15 +152,22 @@ def iter_export_batches(folder_url: str, batch_rows: int = 65_536,
         with fs.open(f, "rb") as fh:
             # pre_buffer keeps every pre-read column chunk until the reader closes, so memory
             # would grow with the file (4 GB peak scoring 10 M rows); read row group by row group.
-            pf = pq.ParquetFile(fh, pre_buffer=False)
-            yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+            with unreadable_file(f):
+                pf = pq.ParquetFile(fh, pre_buffer=False)
+                batches = pf.iter_batches(batch_size=batch_rows, columns=columns)
+            while True:
+                with unreadable_file(f):
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                yield batch
 
 
 def count_rows(folder_url: str) -> int:
     fs, _ = filesystem(folder_url)
     total = 0
     for f in part_files(folder_url):
-        with fs.open(f, "rb") as fh:
+        with fs.open(f, "rb") as fh, unreadable_file(f):
             total += pq.ParquetFile(fh).metadata.num_rows
     return total
 
@@ -158,7 +184,12 @@ def atomic_export_folder(root: str, path: str, dataset_id: str,
     """
     folder = dataset_folder(root, path, dataset_id)
     fs, fpath = filesystem(folder)
-    fs.makedirs(fpath, exist_ok=True)
+    try:
+        fs.makedirs(fpath, exist_ok=True)
+    except PermissionError as exc:
+        raise EnvironmentFault(f"cannot write under {folder}: {exc.strerror or exc}; make the folder writable or "
+                               "set [Cloud] storage_url (or [Platform] local_root) elsewhere") from None
+    sweep_partial(folder)
     when = (when or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).replace(microsecond=0)
     taken = {e.export_time for e in list_exports(root, path, dataset_id)}
     while format_export_time(when) in taken or fs.exists(f"{fpath}/exportTime={format_export_time(when)}"):
@@ -166,23 +197,52 @@ def atomic_export_folder(root: str, path: str, dataset_id: str,
     export_time = format_export_time(when)
     final = f"{fpath}/exportTime={export_time}"
     if not is_remote(folder):
-        tmp = f"{fpath}/.tmp-{export_time}-{uuid.uuid4().hex[:8]}"
+        owner = holder.this_process().replace("/", "~")
+        tmp = f"{fpath}/.tmp-{export_time}-{owner}~{uuid.uuid4().hex[:8]}"
         os.makedirs(tmp)
         try:
             yield tmp, export_time
+            failpoints.hit("export_folder.written")
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return
     fs.makedirs(final, exist_ok=True)
-    fs.pipe(f"{final}/{IN_PROGRESS}", b"")
+    fs.pipe(f"{final}/{IN_PROGRESS}", holder.this_process().encode())
     try:
         yield join(folder, f"exportTime={export_time}"), export_time
     except BaseException:
         fs.rm(final, recursive=True)
         raise
     fs.rm(f"{final}/{IN_PROGRESS}")
+
+
+def sweep_partial(folder: str) -> int:
+    """Remove what killed runs left in ``folder``: hidden ``.tmp-*`` folders (local) and
+    ``exportTime=`` folders still marked in progress (object stores) whose writing process is
+    gone. Folders of live runs, or of runs on another host, are left alone. Returns the count."""
+    fs, fpath = filesystem(folder)
+    if not fs.exists(fpath):
+        return 0
+    removed = 0
+    for entry in fs.ls(fpath, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        who = ""
+        if name.startswith(".tmp-"):
+            parts = name.split("-", 2)[-1].split("~")
+            who = "/".join(parts[:3]) if len(parts) >= 4 else ""
+        elif _EXPORT_DIR.match(name) and fs.exists(f"{entry.rstrip('/')}/{IN_PROGRESS}"):
+            try:
+                who = fs.cat(f"{entry.rstrip('/')}/{IN_PROGRESS}").decode(errors="replace")
+            except (OSError, FileNotFoundError):
+                continue
+        else:
+            continue
+        if holder.is_alive(who) is False:
+            fs.rm(entry, recursive=True)
+            removed += 1
+    return removed
 
 
 def write_table(folder: str, table: pa.Table, name: str = "part-00000.parquet", compression: str = "snappy") -> str:

@@ -11,8 +11,9 @@ from typing import Any
 
 import mlflow
 
-from cmle import redact
+from cmle import locks, redact
 from cmle.config import Settings
+from cmle.errors import EnvironmentFault
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,50 @@ def setup(settings: Settings) -> None:
             log.info("MLFLOW_TRACKING_URI=%s overrides [MLflow] tracking_uri", env_uri)
     else:
         uri = absolute_sqlite_uri(settings.mlflow.tracking_uri)
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     if settings.mlflow.registry_uri:
         mlflow.set_registry_uri(settings.mlflow.registry_uri)
-    if not launched and mlflow.active_run() is None:
-        mlflow.set_experiment(settings.mlflow.experiment_name)
+    # Two first runs would race the sqlite store's schema migration and the experiment's
+    # creation: the first use of the store happens under a lock.
+    with locks.store_lock(uri, wait_s=settings.platform.lock_wait):
+        try:
+            mlflow.MlflowClient().search_experiments(max_results=1)
+            if not launched and mlflow.active_run() is None:
+                mlflow.set_experiment(settings.mlflow.experiment_name)
+        except Exception as exc:  # noqa: BLE001 - whatever the store raises, the user needs one line
+            raise EnvironmentFault(f"the MLflow tracking store {redact.scrub(uri)} cannot be used: "
+                                   f"{_first_line(exc)}; check [MLflow] tracking_uri (a writable sqlite:/// path "
+                                   "or a reachable server)") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", None) or exc).strip().splitlines()
+    return redact.scrub(text[0][:300] if text else type(exc).__name__)
+
+
+def check_reachable(uri: str) -> None:
+    """Fail in seconds, with one line, when the store cannot work: an http(s) server that does
+    not answer (MLflow itself retries for minutes), a sqlite file in a folder that is missing or
+    not writable."""
+    db = locks.sqlite_path(uri)
+    if db is not None:
+        folder = db.parent if str(db.parent) else Path(".")
+        if not folder.is_dir():
+            raise EnvironmentFault(f"the MLflow store {uri}: folder {folder} does not exist; create it or set "
+                                   "[MLflow] tracking_uri to a sqlite:/// path in an existing folder")
+        if not os.access(folder, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+            raise EnvironmentFault(f"the MLflow store {uri} is not writable (folder {folder}); make it writable "
+                                   "or set [MLflow] tracking_uri elsewhere")
+        return
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=10)
+        except requests.RequestException as exc:
+            raise EnvironmentFault(f"the MLflow tracking server {redact.scrub(uri)} is unreachable "
+                                   f"({type(exc).__name__}); start it or fix [MLflow] tracking_uri") from None
 
 
 def absolute_sqlite_uri(uri: str) -> str:

@@ -5,6 +5,11 @@ categoricals, as seen in the training set. The model keeps it, checks every inpu
 against it (a clear :class:`ModelInputError` naming the missing or mistyped columns) and
 coerces the frame to the training dtypes before any estimator sees it.
 
+Non-finite numeric values (±inf, e.g. a ratio over a zero count) are treated as missing,
+the same way in training and in scoring (both go through :meth:`FeatureSpec.prepare`), and
+their count per column is logged: a model never sees an infinity, and no model family
+breaks on one.
+
 Numeric NULLs mean "never happened" or "unknown", never 0: logistic regression and random
 forest get a median-imputed value *plus* a missing-indicator column; histogram gradient
 boosting takes NaN natively. String categoricals are one-hot encoded for LR/RF and
@@ -13,6 +18,7 @@ ordinal-encoded as native categories for HGB.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +26,8 @@ import pandas as pd
 
 from cmle.columns import feature_columns
 from cmle.errors import DataCheckError
+
+log = logging.getLogger(__name__)
 
 # Categorical NULLs become this category, so "unknown" is a level the model can learn.
 MISSING_CATEGORY = "__missing__"
@@ -98,10 +106,24 @@ class FeatureSpec:
         if mistyped:
             raise ModelInputError("model input has non-numeric values in numeric feature column(s): "
                                   + "; ".join(mistyped))
+        counts = nonfinite_counts(out)
+        if counts:
+            log.warning("%d non-finite feature value(s) (+/-inf) treated as missing: %s", sum(counts.values()),
+                        ", ".join(f"{c} {n}" for c, n in sorted(counts.items())))
+            for c in counts:
+                out[c] = out[c].replace([np.inf, -np.inf], np.nan)
         for c in self.categorical:
             col = frame[c].astype("object")
             out[c] = col.where(col.notna(), MISSING_CATEGORY).astype(str).astype("object")
         return pd.DataFrame(out, index=frame.index)
+
+
+def nonfinite_counts(columns: dict[str, pd.Series] | pd.DataFrame) -> dict[str, int]:
+    """``{column: number of ±inf values}`` of the float columns that hold any."""
+    items = columns.items()
+    counts = {c: int(np.isinf(v.to_numpy(dtype="float64", na_value=np.nan)).sum()) for c, v in items
+              if pd.api.types.is_float_dtype(v)}
+    return {c: n for c, n in counts.items() if n}
 
 
 def signed_log1p(x):

@@ -18,8 +18,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, tpe
+from hyperopt.exceptions import AllTrialsFailed
 
-from cmle.errors import ParameterError
+from cmle.errors import DataCheckError, ParameterError
 from cmle.model import metrics, space
 from cmle.model.preprocess import FeatureSpec
 
@@ -106,11 +107,16 @@ def tune(train: tuple[pd.DataFrame, np.ndarray], valid: tuple[pd.DataFrame, np.n
 
     hp_space = space.search_space(families)
     logging.getLogger("hyperopt").setLevel(logging.WARNING)  # one INFO line per trial otherwise
-    fmin(objective, hp_space, algo=partial(tpe.suggest, n_startup_jobs=startup_trials(max_evals)),
-         max_evals=max_evals, trials=Trials(), rstate=np.random.default_rng(seed), show_progressbar=False)
+    try:
+        fmin(objective, hp_space, algo=partial(tpe.suggest, n_startup_jobs=startup_trials(max_evals)),
+             max_evals=max_evals, trials=Trials(), rstate=np.random.default_rng(seed), show_progressbar=False)
+    except AllTrialsFailed:
+        pass  # reported below, with the first trial's reason
     ok = [t for t in done if t.status == "ok"]
     if not ok:
-        raise RuntimeError(f"all {len(done)} tuning trials failed; first error: {done[0].error if done else '-'}")
+        raise DataCheckError(f"all {len(done)} tuning trials failed; first error: {done[0].error if done else '-'}. "
+                             "Check the training set (both classes present, enough rows, not every feature "
+                             "constant) and the families parameter")
     best = min(ok, key=lambda t: sign * t.score)
     # The objective received each evaluated point itself, so no space_eval is needed.
     return TuningResult(metric=metric, best=best, trials=done)

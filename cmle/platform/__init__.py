@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cmle.config import Settings
-from cmle.errors import ConfigError
+from cmle.errors import ConfigError, EnvironmentFault
 from cmle.platform.base import Platform
 
 
@@ -11,10 +11,17 @@ def get_platform(settings: Settings) -> Platform:
     """The platform the settings name: the embedded one (default) or an AEP sandbox."""
     backend = settings.platform.backend
     if backend == "local":
+        import sqlite3
+
         from cmle.platform.local import LocalPlatform
 
-        return LocalPlatform(settings.local_root, tenant_id=settings.platform.tenant_id,
-                             storage_url=settings.storage_url)
+        try:
+            return LocalPlatform(settings.local_root, tenant_id=settings.platform.tenant_id,
+                                 storage_url=settings.storage_url, owner=settings.platform.owner)
+        except (OSError, sqlite3.OperationalError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise EnvironmentFault(f"the embedded platform cannot use its folder {settings.local_root} ({reason}); "
+                                   "make it writable or set [Platform] local_root to a writable folder") from None
     if backend == "aep":
         try:
             from cmle.platform.aep import AEPPlatform

@@ -103,6 +103,7 @@ class Resource:
     kind: str  # fieldgroup | schema | dataset | audience | flow | connection | ...
     id: str
     name: str
+    owner: str | None = None  # the owner recorded on the platform at creation; None: no record
 
 
 @runtime_checkable
@@ -151,6 +152,10 @@ class Platform(Protocol):
     def delete_batch(self, batch_id: str) -> None:
         """Revert a batch: its rows leave the dataset."""
 
+    def abort_batch(self, batch_id: str) -> None:
+        """Abort a batch that is still loading (abandoned by a killed run): it never becomes
+        visible and a new batch can take its place."""
+
     # --- queries ------------------------------------------------------------------------
     def query(self, sql: str, timeout_s: float = 600.0, max_rows: int = 50_000) -> "pd.DataFrame":
         """Interactive query (Spark SQL dialect); results capped at ``max_rows`` as AEP caps them."""
@@ -190,8 +195,9 @@ class Platform(Protocol):
 
     # --- cleanup ------------------------------------------------------------------------
     def list_resources(self) -> list[Resource]:
-        """Every resource of the kinds this package creates (callers filter with
-        :func:`cmle.naming.is_ours`)."""
+        """Every resource of the kinds this package creates, with the owner recorded at
+        creation where the platform keeps one (``cleanup`` filters with
+        :func:`cmle.stages.cleanup.is_owned`)."""
 
     def delete_resource(self, resource: Resource) -> None:
         """Delete one resource (idempotent: deleting a missing one is not an error)."""

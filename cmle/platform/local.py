@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cmle import naming, pql, storage
+from cmle import failpoints, holder, naming, pql, storage
 from cmle.errors import BatchFailedError, NotFoundError, PlatformError, QueryError
 from cmle.platform.base import (
     BATCH_FAILED,
@@ -68,7 +68,14 @@ CREATE TABLE IF NOT EXISTS audiences (
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, pql TEXT NOT NULL, description TEXT NOT NULL,
     created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS owners (kind TEXT NOT NULL, id TEXT NOT NULL, owner TEXT NOT NULL,
+    PRIMARY KEY (kind, id));
 """
+
+# Destinations the embedded platform has, as a sandbox has the destinations set up in it: any
+# other name is refused, as AEP refuses a destination that does not exist.
+DESTINATIONS = ("local-files",)
+HOLDER_TAG = "cmle.holder"
 
 _XDM_ARROW = {"string": pa.string(), "number": pa.float64(), "integer": pa.int64(), "boolean": pa.bool_(),
               "date-time": pa.timestamp("us", tz="UTC"), "date": pa.date32()}
@@ -86,15 +93,17 @@ class LocalPlatform:
     backend = "local"
 
     def __init__(self, root: str | os.PathLike, tenant_id: str = "cmle", storage_url: str | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, owner: str = ""):
         self.root = Path(root)
         self._tenant = tenant_id
+        self.owner = owner  # recorded on everything this instance creates (cleanup follows it)
         self.storage_url = storage_url or str(self.root / "landing")
         self.threads = threads or max(1, os.cpu_count() or 1)
         for sub in ("staging", "lake", "destinations"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._db().executescript(_SCHEMA_SQL)
+        self.sweep()
 
     # --- catalog plumbing ---------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -133,9 +142,11 @@ class LocalPlatform:
         with self._tx() as db:
             row = db.execute("SELECT id FROM resources WHERE kind=? AND name=?", (kind, name)).fetchone()
             if row:
+                self._check_owner(db, kind, row[0], name)
                 return row[0]
             rid = f"https://ns.adobe.com/{self._tenant}/{kind}s/{_new_id()}"
             db.execute("INSERT INTO resources VALUES (?,?,?,?,?)", (kind, rid, name, json.dumps(body), time.time()))
+            self._record_owner(db, kind, rid)
             return rid
 
     def _resource(self, kind: str, rid: str) -> dict:
@@ -179,6 +190,7 @@ class LocalPlatform:
             row = db.execute("SELECT id,name,tbl,schema_id,profile_enabled FROM datasets WHERE name=?",
                              (name,)).fetchone()
             if row:
+                self._check_owner(db, "dataset", row[0], name)
                 if row[3] != schema_id:
                     raise PlatformError(f"dataset {name!r} exists on another schema ({row[3]}); "
                                         "run cleanup or choose another owner")
@@ -187,6 +199,7 @@ class LocalPlatform:
                          profile_enabled=profile_enabled)
             db.execute("INSERT INTO datasets (id,name,tbl,schema_id,profile_enabled,created) VALUES (?,?,?,?,?,?)",
                        (ds.id, ds.name, ds.table, ds.schema_id, int(profile_enabled), time.time()))
+            self._record_owner(db, "dataset", ds.id)
             return ds
 
     def find_dataset(self, name: str) -> Dataset | None:
@@ -204,12 +217,13 @@ class LocalPlatform:
     # --- batches ------------------------------------------------------------------------
     def create_batch(self, dataset_id: str, tags: dict[str, str] | None = None) -> str:
         self.get_dataset(dataset_id)
+        tags = {HOLDER_TAG: holder.this_process(), **(tags or {})}  # who loads it: see sweep()
         bid = _new_id("b")
         (self.root / "staging" / bid).mkdir(parents=True)
         with self._tx() as db:
             seq = self._next(db, "batch")
             db.execute("INSERT INTO batches (id,dataset_id,status,tags,created,seq) VALUES (?,?,?,?,?,?)",
-                       (bid, dataset_id, "loading", json.dumps(tags or {}), time.time(), seq))
+                       (bid, dataset_id, "loading", json.dumps(tags), time.time(), seq))
         return bid
 
     @staticmethod
@@ -246,6 +260,9 @@ class LocalPlatform:
         b = self._to_batch(self._batch_row(batch_id))
         if b.status in (BATCH_SUCCESS, BATCH_FAILED):
             return  # completing twice is safe, as on AEP
+        if b.status != "loading":
+            raise PlatformError(f"batch {batch_id} is {b.status}; only a loading batch can be completed")
+        failpoints.hit("batch.complete")
         staging = self.root / "staging" / batch_id
         try:
             records, schema = self._validate_batch(b.dataset_id, staging)
@@ -322,6 +339,45 @@ class LocalPlatform:
         rows = self._db().execute("SELECT id,dataset_id,status,tags,errors,records,created FROM batches "
                                   "WHERE dataset_id=? ORDER BY seq", (dataset_id,)).fetchall()
         return [self._to_batch(r) for r in rows]
+
+    def abort_batch(self, batch_id: str) -> None:
+        b = self._to_batch(self._batch_row(batch_id))
+        if b.status == "aborted":
+            return
+        if b.status != "loading":
+            raise PlatformError(f"batch {batch_id} is {b.status}; only a loading batch can be aborted")
+        with self._tx() as db:
+            db.execute("UPDATE batches SET status='aborted' WHERE id=? AND status='loading'", (batch_id,))
+        shutil.rmtree(self.root / "staging" / batch_id, ignore_errors=True)
+        log.info("aborted batch %s of dataset %s", batch_id, b.dataset_id)
+
+    def sweep(self) -> dict[str, int]:
+        """Abort batches and remove staging files that a killed run left behind.
+
+        A loading batch whose recorded holder process is gone is aborted; staging folders of
+        batches that are no longer loading, and temporary files of dead processes, are removed.
+        """
+        counts = {"aborted": 0, "removed": 0}
+        for bid, tags in self._db().execute("SELECT id, tags FROM batches WHERE status='loading'").fetchall():
+            if holder.is_alive(json.loads(tags).get(HOLDER_TAG, "")) is False:
+                log.warning("batch %s was left loading by %s, which is gone: aborting it", bid,
+                            holder.describe(json.loads(tags)[HOLDER_TAG]))
+                self.abort_batch(bid)
+                counts["aborted"] += 1
+        staging = self.root / "staging"
+        for entry in staging.iterdir() if staging.is_dir() else ():
+            row = self._db().execute("SELECT status FROM batches WHERE id=?", (entry.name,)).fetchone()
+            if row is not None:
+                stale = row[0] != "loading"
+            else:
+                stale = _temp_owner_alive(entry.name) is False
+            if stale:
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                counts["removed"] += 1
+        return counts
 
     def delete_batch(self, batch_id: str) -> None:
         b = self._to_batch(self._batch_row(batch_id))
@@ -420,9 +476,12 @@ class LocalPlatform:
                 ds_id = _new_id()
                 db.execute("INSERT INTO datasets (id,name,tbl,schema_id,profile_enabled,created) "
                            "VALUES (?,?,?,?,0,?)", (ds_id, name, tbl, f"adhoc:{ds_id}", time.time()))
+                self._record_owner(db, "dataset", ds_id)
             else:
                 ds_id = row[0]
-        bid = self.create_batch(ds_id, {"cmle.ctas": "1", **({"cmle.key": key} if key else {})})
+                self._check_owner(db, "dataset", ds_id, name)
+        bid = self.create_batch(ds_id, {"cmle.ctas": "1", HOLDER_TAG: holder.this_process(),
+                                        **({"cmle.key": key} if key else {})})
         staging = self.root / "staging" / bid
         con = self._connect()
         try:
@@ -460,7 +519,7 @@ class LocalPlatform:
         """Create or replace the ad-hoc dataset ``name`` with ``table`` (a CTAS from data; for
         tests and tools, not part of the Platform protocol)."""
         # Reuse the CTAS path so replace semantics stay in one place.
-        staging = self.root / "staging" / f"put-{uuid.uuid4().hex[:8]}.parquet"
+        staging = self.root / "staging" / f"put-{_temp_suffix()}.parquet"
         pq.write_table(table, staging)
         try:
             return self._ctas(name, f"SELECT * FROM read_parquet('{staging}')", ordered=True)
@@ -491,7 +550,7 @@ class LocalPlatform:
         comp = "uncompressed" if compression == "none" else compression
         remote = storage.is_remote(self.storage_url)
         with storage.atomic_export_folder(self.storage_url, export_path, dataset_id) as (folder, export_time):
-            target_dir = Path(folder) if not remote else self.root / "staging" / f"export-{uuid.uuid4().hex[:8]}"
+            target_dir = Path(folder) if not remote else self.root / "staging" / f"export-{_temp_suffix()}"
             target_dir.mkdir(parents=True, exist_ok=True)
             con = self._connect()
             try:
@@ -561,11 +620,13 @@ class LocalPlatform:
         with self._tx() as db:
             row = db.execute("SELECT id, pql, description FROM audiences WHERE name=?", (name,)).fetchone()
             if row:
+                self._check_owner(db, "audience", row[0], name)
                 if row[1] != pql_text:  # same name, new rule: update in place, as a PATCH would
                     db.execute("UPDATE audiences SET pql=?, description=? WHERE id=?", (pql_text, description, row[0]))
                 return Audience(id=row[0], name=name, pql=pql_text, description=description)
             aid = str(uuid.uuid4())
             db.execute("INSERT INTO audiences VALUES (?,?,?,?,?)", (aid, name, pql_text, description, time.time()))
+            self._record_owner(db, "audience", aid)
             return Audience(id=aid, name=name, pql=pql_text, description=description)
 
     def _audience(self, audience_id: str) -> Audience:
@@ -595,7 +656,15 @@ class LocalPlatform:
     def evaluate_audiences(self, audience_ids: list[str], timeout_s: float = 1800.0) -> dict[str, int]:
         return {aid: len(self.audience_members(self._audience(aid))) for aid in audience_ids}
 
+    def check_destination(self, destination: str) -> None:
+        """Refuse a destination the platform does not have (AEP refuses an unknown one too)."""
+        if destination not in DESTINATIONS:
+            raise PlatformError(f"destination {destination!r} does not exist on the embedded platform; its "
+                                f"destinations are: {', '.join(DESTINATIONS)} (or leave destination empty to skip "
+                                "activation)")
+
     def activate_audience(self, audience: Audience, destination: str, fields: list[str]) -> Activation:
+        self.check_destination(destination)
         dest = self.root / "destinations" / naming.table_name(destination)
         dest.mkdir(parents=True, exist_ok=True)
         log_path = dest / "activation_log.jsonl"
@@ -620,12 +689,27 @@ class LocalPlatform:
     # --- cleanup ------------------------------------------------------------------------
     def list_resources(self) -> list[Resource]:
         db = self._db()
-        out = [Resource(kind="audience", id=i, name=n) for i, n in db.execute("SELECT id, name FROM audiences")]
-        out += [Resource(kind="dataset", id=i, name=n) for i, n in db.execute("SELECT id, name FROM datasets")]
+        owners = {(k, i): o for k, i, o in db.execute("SELECT kind, id, owner FROM owners")}
+        out = [Resource(kind="audience", id=i, name=n, owner=owners.get(("audience", i)))
+               for i, n in db.execute("SELECT id, name FROM audiences")]
+        out += [Resource(kind="dataset", id=i, name=n, owner=owners.get(("dataset", i)))
+                for i, n in db.execute("SELECT id, name FROM datasets")]
         for kind in ("schema", "fieldgroup"):
-            out += [Resource(kind=kind, id=i, name=n)
+            out += [Resource(kind=kind, id=i, name=n, owner=owners.get((kind, i)))
                     for i, n in db.execute("SELECT id, name FROM resources WHERE kind=?", (kind,))]
         return out
+
+    # --- ownership ----------------------------------------------------------------------
+    def _record_owner(self, db, kind: str, rid: str) -> None:
+        if self.owner:
+            db.execute("INSERT OR REPLACE INTO owners VALUES (?,?,?)", (kind, rid, self.owner))
+
+    def _check_owner(self, db, kind: str, rid: str, name: str) -> None:
+        """Refuse to reuse (and so overwrite) a resource another owner created."""
+        row = db.execute("SELECT owner FROM owners WHERE kind=? AND id=?", (kind, rid)).fetchone()
+        if self.owner and row is not None and row[0] != self.owner:
+            raise PlatformError(f"{kind} {name!r} belongs to owner {row[0]!r}, not {self.owner!r}; "
+                                "choose another [Platform] owner")
 
     def delete_resource(self, resource: Resource) -> None:
         with self._tx() as db:
@@ -636,8 +720,22 @@ class LocalPlatform:
                 db.execute("DELETE FROM datasets WHERE id=?", (resource.id,))
             else:
                 db.execute("DELETE FROM resources WHERE kind=? AND id=?", (resource.kind, resource.id))
+            db.execute("DELETE FROM owners WHERE kind=? AND id=?", (resource.kind, resource.id))
         if resource.kind == "dataset":
             shutil.rmtree(self.root / "lake" / resource.id, ignore_errors=True)
+
+
+def _temp_suffix() -> str:
+    """Name part of a temporary staging entry: the holder process, so a sweep can tell."""
+    return holder.this_process().replace("/", "~") + "~" + uuid.uuid4().hex[:8]
+
+
+def _temp_owner_alive(entry_name: str) -> bool | None:
+    stem = entry_name.split("-", 1)[-1].removesuffix(".parquet")
+    parts = stem.split("~")
+    if len(parts) < 3:
+        return None
+    return holder.is_alive("/".join(parts[:3]))
 
 
 def _type_ok(arrow_type: pa.DataType, xdm_type: str) -> bool:

@@ -62,6 +62,9 @@ def audience(ctx: Context, rules: str = DEFAULT_RULES, destination: str = DEFAUL
     parsed = parse_rules(rules)
     member_fields = parse_fields(fields)
     platform = ctx.platform
+    check_destination = getattr(platform, "check_destination", None)
+    if destination.strip() and check_destination is not None:
+        check_destination(destination.strip())  # a typo fails before anything is created
     attrs = platform.profile_attributes(_RULE_FIELDS)
     scored = attrs[pd.to_numeric(attrs["propensity"], errors="coerce").notna()].reset_index(drop=True)
     if scored.empty:

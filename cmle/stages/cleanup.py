@@ -1,7 +1,11 @@
-"""Stage ``cleanup``: delete every platform resource this package created, by name.
+"""Stage ``cleanup``: delete every platform resource this owner created.
 
-Resources are matched with :func:`cmle.naming.is_ours` for the configured owner and
-deleted in dependency order (audiences and flows before datasets, datasets before schemas,
+A resource is this owner's when the platform recorded this owner on it at creation
+(:attr:`~cmle.platform.base.Resource.owner`: the embedded platform's catalog, dataset tags on
+AEP); a resource with another owner's record is never deleted, whatever its name. Only
+resources without any record (kinds AEP cannot tag) are matched by name, with
+:func:`cmle.naming.is_ours`, whose names are injective per owner. They are deleted in
+dependency order (audiences and flows before datasets, datasets before schemas,
 schemas before field groups); deleting a CTAS dataset also deletes the ad-hoc schema the
 platform made for it. The export files of every deleted dataset are removed from where the
 platform exports (:func:`cmle.exports.export_root`: ``[Cloud] storage_url``, or on AEP the
@@ -18,6 +22,7 @@ import mlflow
 
 from cmle import exports, naming, storage, tracking
 from cmle.context import Context
+from cmle.platform.base import Resource
 from cmle.stages import Param, Stage
 
 log = logging.getLogger(__name__)
@@ -26,9 +31,17 @@ log = logging.getLogger(__name__)
 _ORDER = {"audience": 0, "flow": 1, "connection": 2, "dataset": 3, "descriptor": 4, "schema": 5, "fieldgroup": 6}
 
 
+def is_owned(resource: Resource, owner: str) -> bool:
+    """True when ``resource`` belongs to ``owner``: by its ownership record, or by its name
+    when the platform keeps no record for it."""
+    if resource.owner is not None:
+        return resource.owner == owner
+    return naming.is_ours(resource.name, owner)
+
+
 def cleanup(ctx: Context, dry_run: bool = False) -> dict:
     """Delete (or, with ``dry_run``, list) this owner's resources; return counts by kind."""
-    ours = [r for r in ctx.platform.list_resources() if naming.is_ours(r.name, ctx.owner)]
+    ours = [r for r in ctx.platform.list_resources() if is_owned(r, ctx.owner)]
     ours.sort(key=lambda r: (_ORDER.get(r.kind, 9), r.name))
     counts: dict[str, int] = {}
     export_root = exports.export_root(ctx) if not dry_run and any(r.kind == "dataset" for r in ours) else ""
@@ -66,5 +79,5 @@ STAGE = Stage(
     name="cleanup",
     func=cleanup,
     params=(Param("dry_run", bool, False, "list what would be deleted, delete nothing"),),
-    help="Delete every platform resource this package created (found by its deterministic names).",
+    help="Delete every platform resource this owner created (by the platform's ownership record).",
 )

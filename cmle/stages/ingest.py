@@ -15,6 +15,7 @@ from typing import Iterator
 
 import mlflow
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cmle import naming, storage
 from cmle.columns import ID_COLUMN
@@ -41,6 +42,18 @@ def xdm_tables(url: str, tenant_id: str, rows_per_file: int = batch.ROWS_PER_FIL
         yield to_xdm(rb, tenant_id)
 
 
+def check_score_files(url: str) -> None:
+    """Every part of a score run is readable Parquet with the score columns (footers only)."""
+    fs, _ = storage.filesystem(url)
+    for f in storage.part_files(url):
+        with fs.open(f, "rb") as fh, storage.unreadable_file(f):
+            names = set(pq.read_schema(fh).names)
+        missing = [c for c in SCORE_COLUMNS if c not in names]
+        if missing:
+            raise DataCheckError(f"score file {f} lacks the columns {missing}; it was not written by `score`: "
+                                 "remove its folder and run score again")
+
+
 def ingest(ctx: Context, export_time: str = "") -> dict:
     settings = ctx.settings
     folder = naming.scores_folder(ctx.owner)
@@ -50,6 +63,7 @@ def ingest(ctx: Context, export_time: str = "") -> dict:
         which = f"at exportTime={export_time}" if export_time.strip() else "yet"
         raise NotFoundError(f"no score run {which} under {where}; run `score` first"
                             + (" or pass an export_time listed there" if export_time.strip() else ""))
+    check_score_files(run.url)  # a bad file fails here, before any batch exists
     platform = ctx.platform
     ds = scores_dataset(platform, ctx.owner)
     result = ingest_tables(platform, ds.id, xdm_tables(run.url, platform.tenant_id),

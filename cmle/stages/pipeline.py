@@ -15,7 +15,7 @@ from typing import Any
 import mlflow
 
 from cmle.context import Context
-from cmle.errors import ParameterError
+from cmle.errors import ParameterError, RegistryError
 from cmle.stages import STAGE_ORDER, Param, Stage, get_stage
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,30 @@ def run_pipeline(ctx: Context, skip: str = "", **values: Any) -> dict:
             params[p.name] = value
         out = run_stage(name, ctx.settings, params, ctx=ctx)
         outputs[name] = out
+        if name == "promote":
+            _after_gate(out, params, skipped)
         carried.update({k: v for k, v in out.items() if isinstance(v, (str, int, float, bool))})
     mlflow.set_tag("cmle.stages", ",".join(outputs))
     return outputs
+
+
+def _after_gate(out: dict, params: dict, skipped: list[str]) -> None:
+    """Stop when the gate kept the challenger out and there is no champion to score with;
+    go on with the existing champion otherwise, saying so."""
+    if out.get("promoted") or out.get("status") == "already_champion":
+        return
+    why = (f"the promotion gate refused challenger v{out.get('challenger_version')} ({out.get('reason')})"
+           if out.get("status") == "failed" else
+           f"promote ran with mode={out.get('mode')} and moved no alias")
+    if out.get("champion_version"):
+        log.warning("main: %s; going on with the existing champion v%s", why, out["champion_version"])
+        return
+    if all(s in skipped for s in ("score", "ingest", "audience")):
+        return
+    raise RegistryError(f"main: {why}, and model {out.get('model_name')!r} has no champion to score with, so main "
+                        f"stops before score. If this model is good enough, lower min_auc (now {params.get('min_auc')}) "
+                        "or promote it yourself (`cmle promote --min_auc ...`); otherwise improve the training "
+                        "(more profiles or history, max_evals) and run main again")
 
 
 STAGE = Stage(

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from cmle import tracking
+from cmle import failpoints, tracking
 from cmle.columns import LABEL_COLUMN
 from cmle.context import Context
 from cmle.errors import CmleError, RegistryError
@@ -74,6 +74,7 @@ def promote(ctx: Context, min_auc: float = gate.DEFAULT_MIN_AUC, tolerance: floa
     gate.check_thresholds(min_auc, tolerance)
     registry = registry or Registry.current()
     name = ctx.settings.cloud.model_name
+    registry.settle_pending(name)
     challenger = registry.by_alias(name, CHALLENGER)
     champion = registry.by_alias(name, CHAMPION, required=False)
     if champion is not None and str(champion.version) == str(challenger.version):
@@ -89,23 +90,32 @@ def promote(ctx: Context, min_auc: float = gate.DEFAULT_MIN_AUC, tolerance: floa
                             f"AUC ({champ_source}); compare by hand or remove the champion alias")
     result = gate.decide(challenger_auc, champ_auc, min_auc, tolerance)
 
-    promoted = transitioned = False
-    if result.passed and mode == "enabled":
-        registry.set_alias(name, CHAMPION, challenger.version)
-        promoted = True
-        transitioned = registry.transition_to(name, challenger.version, PRODUCTION)
+    promote_now = result.passed and mode == "enabled"
     record = {
         "time": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-        "mode": mode, "status": "passed" if result.passed else "failed", "promoted": promoted,
+        "mode": mode, "status": "passed" if result.passed else "failed", "promoted": promote_now,
+        "state": "pending" if promote_now else "done",
         "reason": result.reason, "version": str(challenger.version), "challenger_auc": challenger_auc,
         "previous_champion": str(champion.version) if champion is not None else None, "champion_auc": champ_auc,
         "champion_auc_source": champ_source or None, "min_auc": min_auc, "tolerance": tolerance,
         "metric": "roc_auc", "holdout_uri": holdout_uri, "holdout_rows": len(holdout),
         "registry_has_stages": registry.has_stages,
-        "stage": PRODUCTION if transitioned else None,
+        "stage": None,
         "run_id": mlflow.active_run().info.run_id if mlflow.active_run() else None,
     }
-    registry.record_promotion(name, challenger.version, record)
+    # Record first (pending), then move the alias, then mark the record done: a kill in
+    # between leaves a pending record that the next promote settles, never an unexplained move.
+    key = registry.record_promotion(name, challenger.version, record)
+    promoted = False
+    if promote_now:
+        failpoints.hit("promote.recorded")
+        registry.set_alias(name, CHAMPION, challenger.version)
+        promoted = True
+        if registry.transition_to(name, challenger.version, PRODUCTION):
+            record["stage"] = PRODUCTION
+        failpoints.hit("promote.moved")
+        record["state"] = "done"
+        registry.record_promotion(name, challenger.version, record, key=key)
     _log(record, registry.promotion_history(name))
     log.info("promote (%s): %s v%s: %s", mode, record["status"].upper(), challenger.version, result.reason)
     current = registry.by_alias(name, CHAMPION, required=False)

@@ -10,8 +10,12 @@ pyfunc model from code and registers it with alias ``challenger``. The holdout r
 stored with the run (``holdout/holdout.parquet``) so ``promote`` can score challenger and
 champion on the same data.
 
-Idempotent: a version trained from the same export with the same parameters (its
-``cmle.fingerprint`` tag) is reused rather than trained again, unless ``retrain`` is set.
+Idempotent by content: a version trained from the same rows with the same parameters (its
+``cmle.fingerprint`` tag, a hash of the training set's content, not of the export's time)
+is reused rather than trained again, unless ``retrain`` is set; re-exporting unchanged data
+trains nothing new. The version is created with all its tags in one call, under a lock, and
+the fingerprint is looked up again under that lock, so neither a kill during registration
+nor two runs at once leave a second version of the same training.
 """
 
 from __future__ import annotations
@@ -30,13 +34,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from cmle import __version__, storage, tracking
+from cmle import __version__, failpoints, locks, storage, tracking
 from cmle.columns import ID_COLUMN, LABEL_COLUMN, SNAPSHOT_COLUMN
 from cmle.context import Context
-from cmle.errors import NotFoundError
+from cmle.errors import NotFoundError, ParameterError
 from cmle.exports import feature_set_name, newest_feature_export
 from cmle.model import artifact, evaluation, fit, metrics, scoring, space, tuning
-from cmle.model.preprocess import FeatureSpec
+from cmle.model.preprocess import FeatureSpec, nonfinite_counts
 from cmle.registry import CHALLENGER, TAG_PREFIX, Registry
 from cmle.stages import Param, Stage
 from cmle.stages.featurize import FRAMING_CHOICES
@@ -46,6 +50,7 @@ log = logging.getLogger(__name__)
 HOLDOUT_ARTIFACT = "holdout/holdout.parquet"
 FINGERPRINT_TAG = f"{TAG_PREFIX}fingerprint"
 HOLDOUT_TAG = f"{TAG_PREFIX}holdout_uri"
+MIN_TUNE_ROWS = 50
 METRIC_TAGS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece")
 
 
@@ -66,9 +71,20 @@ def read_training_set(ctx: Context, framing: str) -> Source:
     return Source(folder=folder, dataset_id=dataset.id if dataset else "", frame=frame)
 
 
+def content_fingerprint(frame: pd.DataFrame) -> str:
+    """A hash of a table's content: its columns, their types and its rows in any order
+    (a re-export of the same rows, even in another order or file layout, gives the same)."""
+    cols = sorted(frame.columns)
+    rows = np.sort(pd.util.hash_pandas_object(frame[cols], index=False).to_numpy())
+    digest = hashlib.sha256(json.dumps([(c, str(frame[c].dtype)) for c in cols]).encode())
+    digest.update(rows.tobytes())
+    return digest.hexdigest()[:20]
+
+
 def fingerprint(source: Source, params: dict[str, Any]) -> str:
-    """Identity of a training: export, parameters (not ``retrain``) and package version."""
-    data = {"dataset_id": source.dataset_id, "export_time": source.folder.export_time, "cmle": __version__,
+    """Identity of a training: the training set's content, parameters (not ``retrain``) and
+    package version."""
+    data = {"content": content_fingerprint(source.frame), "cmle": __version__,
             "params": {k: v for k, v in sorted(params.items()) if k != "retrain"}}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -120,6 +136,9 @@ def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMIL
                   calibration=calibration, max_tune_rows=max_tune_rows)
     chosen = space.parse_families(families)
     fit.check_fractions(holdout_fraction, validation_fraction)
+    if 0 < max_tune_rows < MIN_TUNE_ROWS:
+        raise ParameterError(f"train: max_tune_rows = {max_tune_rows} is too few rows to tune on (a stratified "
+                             f"sample needs both classes); use 0 (every training row) or at least {MIN_TUNE_ROWS}")
     # "both": the model is trained on the point-in-time set and compared with the same model
     # trained on the notebooks' framing; "pit" / "cmle": that set alone.
     trained_on = "cmle" if framing == "cmle" else "pit"
@@ -148,7 +167,11 @@ def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMIL
             "seed": seed, "framing": trained_on, "export_url": source.folder.url,
             "export_time": source.folder.export_time, "dataset_id": source.dataset_id,
             "training_run_id": mlflow.active_run().info.run_id}
-    version = register(registry, name, trained, info, fp)
+    with locks.registry_lock(settings, name):
+        existing = None if retrain else registry.find_by_tag(name, FINGERPRINT_TAG, fp)
+        if existing is not None:  # another run registered the same training meanwhile
+            return _reuse(registry, name, existing)
+        version = register(registry, name, trained, info, fp)
     holdout = trained.holdout.metrics
     log.info("train: %s v%s (%s) holdout ROC-AUC %.4f, ECE %.4f in %.1f s", name, version, info["family"],
              holdout["roc_auc"], holdout["ece"], trained.seconds)
@@ -167,6 +190,8 @@ def fit_and_evaluate(settings, frame: pd.DataFrame, families: tuple[str, ...], *
     started = time.perf_counter()
     parts = fit.split(frame, holdout_fraction, validation_fraction, seed)
     spec = FeatureSpec.infer(frame)
+    nonfinite = nonfinite_counts(frame[list(spec.numeric)].astype("float64"))
+    mlflow.log_metric("nonfinite_values", float(sum(nonfinite.values())))  # treated as missing by prepare()
     mlflow.log_params({"n_features": len(spec.columns), "n_numeric": len(spec.numeric),
                        "n_categorical": len(spec.categorical)})
     mlflow.log_metrics({k: float(v) for k, v in parts.sizes().items()}
@@ -203,9 +228,7 @@ def register(registry: Registry, name: str, trained: Trained, info: dict, fp: st
     """Log the pyfunc and its holdout, register it, tag it, point ``challenger`` at it."""
     holdout_uri = _log_holdout(trained.parts.holdout, trained.spec)
     example = artifact.input_example(trained.spec, trained.parts.holdout)
-    model_info = artifact.log_model(trained.estimator, trained.spec, trained.reference, example, info,
-                                    registered_model_name=name)
-    version = str(model_info.registered_model_version)
+    model_info = artifact.log_model(trained.estimator, trained.spec, trained.reference, example, info)
     holdout = trained.holdout.metrics
     oracle = trained.oracle.get("metrics") or {}
     tags = {f"{TAG_PREFIX}holdout_{k}": f"{holdout[k]:.6f}" for k in METRIC_TAGS}
@@ -215,7 +238,10 @@ def register(registry: Registry, name: str, trained: Trained, info: dict, fp: st
              f"{TAG_PREFIX}export_time": info["export_time"], f"{TAG_PREFIX}dataset_id": info["dataset_id"],
              f"{TAG_PREFIX}framing": info["framing"], f"{TAG_PREFIX}seed": info["seed"],
              f"{TAG_PREFIX}version": __version__}
-    registry.set_tags(name, version, tags)
+    failpoints.hit("register.logged")
+    # The fingerprint and every other tag are set AT creation: a version without them never exists.
+    version = registry.create_version(name, model_info.model_uri, tags)
+    failpoints.hit("register.created")
     registry.append_description(name, version, _description(info, holdout, oracle))
     registry.set_alias(name, CHALLENGER, version)
     mlflow.set_tags({f"{TAG_PREFIX}model_version": version, f"{TAG_PREFIX}family": info["family"]})

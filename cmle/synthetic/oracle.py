@@ -1,6 +1,6 @@
 """The oracle: each user's latent propensity over time, kept apart from the platform data.
 
-File ``settings.work_dir / "oracle" / owner / "latent_propensity.parquet"`` with columns
+File ``settings.work_dir / "oracle" / <owner token> / "latent_propensity.parquet"`` with columns
 ``userid`` (the ECID-like identity), ``timestamp`` (UTC) and ``propensity``: one row per user
 at the window start with the initial propensity, then one row per event of the events
 dataset with the latent propensity *after* that event. Rows are in user, time order.
@@ -30,7 +30,9 @@ ORACLE_SCHEMA = pa.schema([("userid", pa.string()), ("timestamp", pa.timestamp("
 
 def oracle_path(settings: Settings) -> Path:
     """Where the synthetic stage writes the oracle for the configured owner."""
-    return Path(settings.work_dir) / "oracle" / settings.platform.owner / ORACLE_FILE
+    from cmle.naming import owner_token
+
+    return Path(settings.work_dir) / "oracle" / owner_token(settings.platform.owner) / ORACLE_FILE
 
 
 def oracle_table(data, lo: int, hi: int) -> pa.Table:

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from aep.helpers import ecid, events_dataset, profile_dataset, profiles_table
-from cmle import ingestion
+from cmle import holder, ingestion
 from cmle.errors import BatchFailedError, DataCheckError
 
 
@@ -19,7 +19,8 @@ def test_ingest_is_idempotent_by_key(aep, double):
     again = ingestion.ingest_tables(aep, ds.id, [profiles_table(5)], key="k1", timeout_s=10)
     assert again.reused and again.batch.id == first.batch.id
     assert len(double.batches) == 1
-    assert double.batches[first.batch.id]["tags"] == {"cmle.key": ["k1"]}
+    tags = double.batches[first.batch.id]["tags"]
+    assert tags["cmle.key"] == ["k1"] and tags["cmle.holder"] == [holder.this_process()]
     assert double.batches[first.batch.id]["inputFormat"]["format"] == "Parquet"
     assert aep.query(f"SELECT COUNT(*) AS n FROM {ds.table}")["n"][0] == 8
 

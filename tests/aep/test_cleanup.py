@@ -20,7 +20,9 @@ def test_cleanup_deletes_ours_only(aep, aep_settings, double):
     aep.get_or_create_audience(naming.audience("high", "cmle"), "_cmle.age > 30")
     their_fg = aep.get_or_create_field_group("Someone else's fields", {"userid": "string"}, PROFILE)
     their_schema = aep.get_or_create_schema("Someone else's schema", PROFILE, [their_fg])
+    aep.catalog.owner = "someone else"  # their dataset carries their ownership record
     theirs = aep.get_or_create_dataset("Someone else's dataset", their_schema)
+    aep.catalog.owner = "cmle"
 
     ctx = Context(aep_settings, _platform=aep)
     dry = cleanup(ctx, dry_run=True)

@@ -46,7 +46,7 @@ def test_get_or_create_is_idempotent(platform, ee_dataset):
     assert again == ee_dataset
     kinds = [r.kind for r in platform.list_resources()]
     assert kinds.count("fieldgroup") == 1 and kinds.count("schema") == 1 and kinds.count("dataset") == 1
-    assert ee_dataset.table == "cmle_synthetic_experience_events_t"
+    assert ee_dataset.table == naming.table_name(naming.events_dataset("t"))
 
 
 def test_get_or_create_is_safe_across_threads(platform):

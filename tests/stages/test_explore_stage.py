@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from cmle import naming
 from cmle.errors import DataCheckError, NotFoundError, ParameterError
 from cmle.runner import run_stage
 from cmle.stages import get_stage
@@ -43,7 +44,7 @@ def test_explore_stage_logs_tables_plots_sql_and_metrics(settings, mlflow_store,
     assert outputs["events_per_user"] == pytest.approx(22 / 7)
     assert outputs["event_types"] == 7
     assert outputs["funnel_users_in_order"] == {S: 5, O: 4, C: 2, F: 1}
-    assert outputs["events_table"] == "cmle_synthetic_experience_events_cmle"
+    assert outputs["events_table"] == naming.table_name(naming.events_dataset("cmle"))
     assert outputs["strongest_correlation"]["event_type"] in {"advertising.clicks", "advertising.impressions"}
     json.dumps(outputs)  # JSON-able
 

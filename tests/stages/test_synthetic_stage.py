@@ -36,7 +36,7 @@ def test_stage_creates_datasets_ingests_and_writes_the_oracle(settings, mlflow_s
     profiles = platform.find_dataset(naming.profiles_dataset(owner))
     assert out["events_dataset_id"] == events.id and out["profiles_dataset_id"] == profiles.id
     assert profiles.profile_enabled and not events.profile_enabled
-    assert events.table == "cmle_synthetic_experience_events_cmle"
+    assert events.table == naming.table_name(naming.events_dataset("cmle"))
 
     assert out["profiles"] == 400 and _count(platform, profiles.table) == 400
     assert out["events"] > 400 and _count(platform, events.table) == out["events"]

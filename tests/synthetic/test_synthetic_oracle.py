@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from cmle import naming
 from cmle.synthetic import oracle
 from cmle.synthetic.simulate import generate
 from cmle.synthetic.xdm import ecids
@@ -18,7 +19,8 @@ T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 def test_oracle_path_is_under_the_work_dir(settings):
     path = oracle.oracle_path(settings)
-    assert path == settings.work_dir / "oracle" / settings.platform.owner / "latent_propensity.parquet"
+    token = naming.owner_token(settings.platform.owner)  # unique per owner, as every name
+    assert path == settings.work_dir / "oracle" / token / "latent_propensity.parquet"
 
 
 def test_oracle_rows_are_a_start_row_per_user_then_every_event():

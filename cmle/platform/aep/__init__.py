@@ -62,7 +62,7 @@ class AEPPlatform:
         self.client = client
         self.owner = owner
         self.xdm = XDM(client)
-        self.catalog = CatalogService(client)
+        self.catalog = CatalogService(client, owner=owner)
         self.batches = BatchService(client, self.catalog, large_file_bytes=large_file_bytes)
         self.queries = QueryEngine(client, self.catalog, sslmode=qs_sslmode, poll_s=poll_s, adhoc_schemas=self.xdm,
                                    batches=self.batches)
@@ -160,12 +160,17 @@ class AEPPlatform:
     def delete_batch(self, batch_id: str) -> None:
         self.batches.revert_batch(batch_id)
 
+    def abort_batch(self, batch_id: str) -> None:
+        self.batches.abort_batch(batch_id)
+
     # --- queries ------------------------------------------------------------------------
     def query(self, sql: str, timeout_s: float = 600.0, max_rows: int = 50_000) -> "pd.DataFrame":
         return self.queries.query(sql, timeout_s=timeout_s, max_rows=max_rows)
 
     def create_table_as(self, name: str, sql: str, timeout_s: float = 3600.0) -> Dataset:
-        return self.queries.create_table_as(name, sql, timeout_s)
+        ds = self.queries.create_table_as(name, sql, timeout_s)
+        self.catalog.record_owner(ds.id)  # the ownership record cleanup follows
+        return ds
 
     def read_dataset(self, dataset_id: str, columns: list[str] | None = None) -> "pa.Table":
         return self.data.read_dataset(dataset_id, columns)

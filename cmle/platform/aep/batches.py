@@ -103,6 +103,19 @@ class BatchService:
                     return
             raise
 
+    def abort_batch(self, batch_id: str) -> None:
+        """Abort a batch still loading (``action=ABORT``, batch-ingestion.yaml): a killed run's
+        batch stops blocking re-runs. Aborting an already aborted batch (a retry whose first
+        try worked) is not an error."""
+        try:
+            self.c.transport.request("POST", self.c.url("ingestion", f"/batches/{batch_id}"), safe=True,
+                                     params={"action": "ABORT"}, what=f"abort batch {batch_id}")
+        except AEPError as exc:
+            if exc.status in (400, 409) and self.catalog.get_batch(batch_id).status == "aborted":
+                return
+            raise
+        log.info("aborted batch %s", batch_id)
+
     def revert_batch(self, batch_id: str) -> None:
         """Revert a batch: its rows leave the dataset (``action=REVERT``)."""
         self.c.transport.request("POST", self.c.url("ingestion", f"/batches/{batch_id}"), safe=True,

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 TABLE_TAG = "adobe/pqs/table"
 PROFILE_TAG = "unifiedProfile"
 PROFILE_ON = "enabled:true"
+# Ownership record (catalog.yaml allows free tag keys such as "foo/bar/foo-bar"): cleanup
+# deletes a dataset only when this tag names its owner.
+OWNER_TAG = "cmle/owner"
 SCHEMA_CONTENT_TYPE = "application/vnd.adobe.xed+json;version=1"
 PAGE = 100
 
@@ -66,9 +69,16 @@ def to_batch(batch_id: str, body: dict) -> Batch:
                  errors=tuple(errors), records=int(records), created=float(created) / 1000.0)
 
 
+def owner_of(body: dict) -> str | None:
+    """The owner recorded on a dataset body, or None when it carries no record."""
+    values = (body.get("tags") or {}).get(OWNER_TAG)
+    return str(values[0]) if isinstance(values, list) and values else None
+
+
 class CatalogService:
-    def __init__(self, client: AEPClient):
+    def __init__(self, client: AEPClient, owner: str = ""):
         self.c = client
+        self.owner = owner  # recorded on every dataset created here
 
     # --- datasets ------------------------------------------------------------------------
     def _by_name(self, name: str) -> list[Dataset]:
@@ -97,6 +107,7 @@ class CatalogService:
     def get_or_create_dataset(self, name: str, schema_id: str, profile_enabled: bool = False) -> Dataset:
         existing = self.find_dataset(name)
         if existing is not None:
+            self.check_owner(existing.id, name)
             if existing.schema_id != schema_id:
                 raise PlatformError(f"dataset {name!r} exists on another schema ({existing.schema_id}); "
                                     "run cleanup or choose another owner")
@@ -110,8 +121,11 @@ class CatalogService:
             "schemaRef": {"id": schema_id, "contentType": SCHEMA_CONTENT_TYPE},
             "fileDescription": {"persisted": True, "containerFormat": "parquet", "format": "parquet"},
         }
+        tags = {OWNER_TAG: [self.owner]} if self.owner else {}
         if profile_enabled:
-            body["tags"] = {PROFILE_TAG: [PROFILE_ON]}
+            tags[PROFILE_TAG] = [PROFILE_ON]
+        if tags:
+            body["tags"] = tags
         res, _ = self.c.transport.create_once(
             what=f"create dataset {name!r}",
             create=lambda: self.c.catalog.createDataSet(data=body, requestDataSource=False),
@@ -131,18 +145,41 @@ class CatalogService:
         self.c.transport.request("PATCH", self.c.url("catalog", f"/dataSets/{dataset_id}"), safe=True,
                                  json={"tags": tags}, what=f"enable dataset {dataset_id} for Profile")
 
-    def list_datasets(self) -> list[Dataset]:
-        out: list[Dataset] = []
+    def check_owner(self, dataset_id: str, name: str) -> None:
+        """Refuse to reuse a dataset another owner's record names."""
+        body = self.c.transport.call(lambda: self.c.catalog.getDataSet(dataset_id), what="read dataset tags")
+        recorded = owner_of(body.get(dataset_id) or {}) if isinstance(body, dict) else None
+        if self.owner and recorded is not None and recorded != self.owner:
+            raise PlatformError(f"dataset {name!r} belongs to owner {recorded!r}, not {self.owner!r}; "
+                                "choose another [Platform] owner")
+
+    def record_owner(self, dataset_id: str) -> None:
+        """Tag a dataset created outside the Catalog API (a CTAS) with its owner."""
+        if not self.owner:
+            return
+        body = self.c.transport.call(lambda: self.c.catalog.getDataSet(dataset_id), what="read dataset tags")
+        tags = dict((body.get(dataset_id) or {}).get("tags") or {}) if isinstance(body, dict) else {}
+        if tags.get(OWNER_TAG) == [self.owner]:
+            return
+        tags[OWNER_TAG] = [self.owner]  # the whole tags object, as _enable_profile sends it
+        self.c.transport.request("PATCH", self.c.url("catalog", f"/dataSets/{dataset_id}"), safe=True,
+                                 json={"tags": tags}, what=f"record the owner of dataset {dataset_id}")
+
+    def _dataset_bodies(self) -> list[tuple[str, dict]]:
+        out: list[tuple[str, dict]] = []
         start = 0
         while True:
             body = self.c.get("catalog", "/dataSets", params={"limit": PAGE, "start": start,
                                                                "properties": "name,schemaRef,tags"},
                               what="list datasets")
-            page = [to_dataset(k, v) for k, v in (body or {}).items() if isinstance(v, dict)]
+            page = [(k, v) for k, v in (body or {}).items() if isinstance(v, dict)]
             out += page
             if len(page) < PAGE:
                 return out
             start += PAGE
+
+    def list_datasets(self) -> list[Dataset]:
+        return [to_dataset(k, v) for k, v in self._dataset_bodies()]
 
     def delete_dataset(self, dataset_id: str) -> None:
         try:
@@ -152,7 +189,7 @@ class CatalogService:
             pass
 
     def dataset_resources(self) -> list[Resource]:
-        return [Resource("dataset", d.id, d.name) for d in self.list_datasets()]
+        return [Resource("dataset", k, v.get("name", ""), owner=owner_of(v)) for k, v in self._dataset_bodies()]
 
     # --- batches -----------------------------------------------------------------------------
     def get_batch(self, batch_id: str) -> Batch:

@@ -221,10 +221,18 @@ def batch_action(d, req: Req):
             with d.lock:
                 b["status"] = "processing"
             d.spawn(process_batch, d, b["id"])
+        elif b["status"] in ("aborted", "inactive", "deleted"):
+            raise aep_error(400, "INGEST-1220-400", f"batch {b['id']} is {b['status']}; it cannot be completed")
         return Resp(200)  # completing again is safe, as AEP documents
     if action == "ABORT":
+        # Only a batch that has not been processed can be aborted; a finished one is reverted.
+        if b["status"] not in ("loading", "staging"):
+            raise aep_error(400, "INGEST-1221-400", f"batch {b['id']} is {b['status']}; only a loading batch "
+                                                     "can be aborted (revert a finished one)")
         with d.lock:
             b["status"] = "aborted"
+            b["updated"] = now_ms()
+            d.batch_files[b["id"]] = {}
         return Resp(200)
     if action == "REVERT":
         if b["status"] == "success":
