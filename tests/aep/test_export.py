@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from aep.helpers import ecid, profile_dataset, profiles_table
-from cmle import ingestion, storage
+from cmle import ingestion, naming, storage
 from cmle.errors import ConfigError, PlatformError
 from cmle.platform.aep.flows import ExportService, landing_zone_location
 
@@ -138,7 +138,7 @@ def test_a_rebuilt_feature_set_keeps_its_dataset_and_its_ready_flow(aep, double,
     aep.export_dataset(feature_set.id, "cmle/egress", timeout_s=20)
     (flow_id,) = double.flows
     waits = aep.exports.not_ready_waits
-    people = aep.find_dataset("[CMLE] Synthetic profiles (cmle)")
+    people = aep.find_dataset(naming.profiles_dataset("cmle"))
     rebuilt = aep.create_table_as("cmle_training_set_cmle", f"SELECT _cmle.userid AS userid, _cmle.age AS age "
                                                             f"FROM {people.table} WHERE _cmle.age < 25", timeout_s=10)
     assert rebuilt.id == feature_set.id
