@@ -11,8 +11,9 @@ from typing import Any
 
 import mlflow
 
-from cmle import redact
+from cmle import redact, storage_schemes
 from cmle.config import Settings
+from cmle.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ def setup(settings: Settings) -> None:
 
     Under ``mlflow run`` the launcher has already created the run in the store named by
     ``MLFLOW_TRACKING_URI`` and passes ``MLFLOW_RUN_ID``; that store wins so the run resumes.
+    A store this environment cannot reach for lack of a package (a SageMaker tracking server
+    without its plugin, artifacts on S3 without boto3) is a :class:`ConfigError` naming it.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     launched = bool(os.environ.get("MLFLOW_RUN_ID"))
@@ -32,11 +35,26 @@ def setup(settings: Settings) -> None:
             log.info("MLFLOW_TRACKING_URI=%s overrides [MLflow] tracking_uri", env_uri)
     else:
         uri = absolute_sqlite_uri(settings.mlflow.tracking_uri)
+    require_tracking_plugin(uri)
     mlflow.set_tracking_uri(uri)
     if settings.mlflow.registry_uri:
         mlflow.set_registry_uri(settings.mlflow.registry_uri)
     if not launched and mlflow.active_run() is None:
-        mlflow.set_experiment(settings.mlflow.experiment_name)
+        experiment = mlflow.set_experiment(settings.mlflow.experiment_name)
+        storage_schemes.require_artifact_driver(experiment.artifact_location)
+    elif launched and mlflow.active_run() is None:
+        storage_schemes.require_artifact_driver(mlflow.get_run(os.environ["MLFLOW_RUN_ID"]).info.artifact_uri)
+
+
+SAGEMAKER_PLUGIN = "sagemaker-mlflow==0.5.0"
+
+
+def require_tracking_plugin(uri: str) -> None:
+    """A SageMaker managed MLflow tracking server is named by its ARN, which MLflow reaches
+    only through AWS's plugin: say so instead of MLflow's unsupported-URI error."""
+    if uri.startswith("arn:aws:sagemaker") and not storage_schemes.importable("sagemaker_mlflow"):
+        raise ConfigError(f"MLFLOW_TRACKING_URI {uri} is a SageMaker managed MLflow tracking server, which needs "
+                          f"AWS's MLflow plugin: pip install 'cmle[s3]' {SAGEMAKER_PLUGIN}")
 
 
 def absolute_sqlite_uri(uri: str) -> str:
