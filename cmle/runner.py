@@ -8,7 +8,7 @@ from typing import Any
 
 import mlflow
 
-from cmle import __version__, failpoints, locks, redact, tracking
+from cmle import __version__, failpoints, locks, redact, storage_schemes, tracking
 from cmle.config import Settings
 from cmle.context import Context
 from cmle.stages import get_stage
@@ -25,8 +25,9 @@ def run_stage(name: str, settings: Settings, params: dict[str, Any] | None = Non
     redact.install()
     stage = get_stage(name)
     values = stage.resolve(params)
-    if not stage.tracked:
+    if not stage.tracked:  # deploy: runs on the user's machine, storage is the job's business
         return stage.func(ctx or Context(settings), **values) or {}
+    storage_schemes.require_driver(settings.storage_url)  # before any work, not at the first export
     own_ctx = ctx is None
     ctx = ctx or Context(settings)
     if mlflow.active_run() is None:

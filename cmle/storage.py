@@ -3,9 +3,10 @@
 ``{root}/{path}/{dataset_id}/exportTime=YYYYMMDDHHMMSS/part-*.parquet``
 
 The root is a URL: a local folder (default), ``s3://``, ``abfs://``/``abfss://`` or
-``gs://`` through fsspec (the matching fsspec driver, s3fs, adlfs or gcsfs, must be
-installed). Writes are atomic: on a local file system a folder is written under a hidden
-temporary name and renamed into place; on object stores, where there is no rename, an
+``gs://`` through fsspec (the matching driver comes with an extra: ``pip install
+'cmle[s3]'``, ``cmle[azure]`` or ``cmle[gcs]``; see :mod:`cmle.storage_schemes`). Writes
+are atomic: on a local file system a folder is written under a hidden temporary name and
+renamed into place; on object stores, where there is no rename, an
 ``_IN_PROGRESS`` marker is written first and removed last, and readers skip folders that
 still carry it. Readers pick the newest export by the *parsed* timestamp, never by listing
 order, and read every part.
@@ -26,13 +27,12 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cmle import failpoints, holder
-from cmle.errors import CmleError, DataCheckError, EnvironmentFault, NotFoundError
+from cmle import failpoints, holder, storage_schemes
+from cmle.errors import ConfigError, DataCheckError, EnvironmentFault, NotFoundError
 
 EXPORT_TIME_FORMAT = "%Y%m%d%H%M%S"
 _EXPORT_DIR = re.compile(r"^exportTime=(\d{14})$")
 IN_PROGRESS = "_IN_PROGRESS"
-_REMOTE = ("s3://", "s3a://", "abfs://", "abfss://", "gs://", "gcs://", "az://")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class ExportFolder:
 
 
 def is_remote(url: str) -> bool:
-    return url.startswith(_REMOTE)
+    return storage_schemes.is_remote(url)
 
 
 def join(root: str, *parts: str) -> str:
@@ -58,15 +58,13 @@ def filesystem(url: str):
     """(fsspec filesystem, path) for a URL; a clear error when the driver is missing."""
     import fsspec
 
+    storage_schemes.require_driver(url)
     if not is_remote(url):
         return fsspec.filesystem("file"), str(Path(url).expanduser().absolute())
     try:
         fs, path = fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as exc:
-        scheme = url.split("://", 1)[0]
-        driver = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}.get(scheme, "adlfs")
-        raise CmleError(f"storage URL {url}: {exc}. Install the fsspec driver for {scheme}:// "
-                        f"(pip install {driver}) and set its credentials in the environment") from None
+        raise ConfigError(storage_schemes.missing_driver_message(url, exc)) from None
     return fs, path
 
 
@@ -83,6 +81,7 @@ def list_exports(root: str, path: str, dataset_id: str) -> list[ExportFolder]:
     """Complete exports of a dataset, oldest first by parsed export time."""
     folder = dataset_folder(root, path, dataset_id)
     fs, fpath = filesystem(folder)
+    fs.invalidate_cache(fpath)  # object stores: other processes (Spark tasks, AEP) write here too
     if not fs.exists(fpath):
         return []
     if not is_remote(folder):
@@ -113,6 +112,7 @@ def newest_export(root: str, path: str, dataset_id: str) -> ExportFolder:
 def part_files(folder_url: str) -> list[str]:
     """Every data file of an export folder, sorted (parquet parts, any compression)."""
     fs, fpath = filesystem(folder_url)
+    fs.invalidate_cache(fpath)
     files = [f for f in fs.ls(fpath, detail=False)
              if not f.rsplit("/", 1)[-1].startswith(("_", "."))]
     return sorted(files)

@@ -11,9 +11,9 @@ from typing import Any
 
 import mlflow
 
-from cmle import locks, redact
+from cmle import locks, redact, storage_schemes
 from cmle.config import Settings
-from cmle.errors import EnvironmentFault
+from cmle.errors import ConfigError, EnvironmentFault
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,8 @@ def setup(settings: Settings) -> None:
 
     Under ``mlflow run`` the launcher has already created the run in the store named by
     ``MLFLOW_TRACKING_URI`` and passes ``MLFLOW_RUN_ID``; that store wins so the run resumes.
+    A store this environment cannot reach for lack of a package (a SageMaker tracking server
+    without its plugin, artifacts on S3 without boto3) is a :class:`ConfigError` naming it.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     launched = bool(os.environ.get("MLFLOW_RUN_ID"))
@@ -33,6 +35,7 @@ def setup(settings: Settings) -> None:
             log.info("MLFLOW_TRACKING_URI=%s overrides [MLflow] tracking_uri", env_uri)
     else:
         uri = absolute_sqlite_uri(settings.mlflow.tracking_uri)
+    require_tracking_plugin(uri)
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     if settings.mlflow.registry_uri:
@@ -42,12 +45,28 @@ def setup(settings: Settings) -> None:
     with locks.store_lock(uri, wait_s=settings.platform.lock_wait):
         try:
             mlflow.MlflowClient().search_experiments(max_results=1)
+            artifact_uri = None
             if not launched and mlflow.active_run() is None:
-                mlflow.set_experiment(settings.mlflow.experiment_name)
+                artifact_uri = mlflow.set_experiment(settings.mlflow.experiment_name).artifact_location
+            elif launched and mlflow.active_run() is None:
+                artifact_uri = mlflow.get_run(os.environ["MLFLOW_RUN_ID"]).info.artifact_uri
         except Exception as exc:  # noqa: BLE001 - whatever the store raises, the user needs one line
             raise EnvironmentFault(f"the MLflow tracking store {redact.scrub(uri)} cannot be used: "
                                    f"{_first_line(exc)}; check [MLflow] tracking_uri (a writable sqlite:/// path "
                                    "or a reachable server)") from exc
+    if artifact_uri:
+        storage_schemes.require_artifact_driver(artifact_uri)
+
+
+SAGEMAKER_PLUGIN = "sagemaker-mlflow==0.5.0"
+
+
+def require_tracking_plugin(uri: str) -> None:
+    """A SageMaker managed MLflow tracking server is named by its ARN, which MLflow reaches
+    only through AWS's plugin: say so instead of MLflow's unsupported-URI error."""
+    if uri.startswith("arn:aws:sagemaker") and not storage_schemes.importable("sagemaker_mlflow"):
+        raise ConfigError(f"MLFLOW_TRACKING_URI {uri} is a SageMaker managed MLflow tracking server, which needs "
+                          f"AWS's MLflow plugin: pip install 'cmle[s3]' {SAGEMAKER_PLUGIN}")
 
 
 def _first_line(exc: BaseException) -> str:

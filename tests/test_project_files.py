@@ -44,20 +44,45 @@ def test_a_parameter_means_the_same_in_every_stage():
             seen[p.name] = (name, p)
 
 
-def _pins_pyproject() -> dict[str, str]:
-    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+def _pins(reqs: list[str]) -> dict[str, str]:
     pins = {}
-    for req in data["project"]["dependencies"]:
+    for req in reqs:
         name, version = req.split("==")
-        pins[name.lower()] = version
+        pins[name.split("[")[0].lower()] = version
     return pins
 
 
+def _pins_pyproject(*extras: str) -> dict[str, str]:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    reqs = list(data["project"]["dependencies"])
+    for extra in extras:
+        reqs += data["project"]["optional-dependencies"][extra]
+    return _pins(reqs)
+
+
 def test_conda_yaml_pins_match_pyproject():
+    """conda.yaml = the dependencies + the s3 extra (a conda run reaches a remote server and S3)."""
     conda = yaml.safe_load((ROOT / "conda.yaml").read_text())
     pip = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
     conda_pins = dict(req.lower().split("==") for req in pip if "==" in req)
-    assert conda_pins == _pins_pyproject()
+    assert conda_pins == _pins_pyproject("s3")
+
+
+def test_every_requirement_is_pinned_and_extras_agree():
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    groups = [data["dependencies"], *data["optional-dependencies"].values()]
+    for reqs in groups:
+        assert all("==" in r for r in reqs), reqs
+    seen: dict[str, str] = {}
+    for reqs in groups:
+        for name, version in _pins(reqs).items():
+            assert seen.setdefault(name, version) == version, f"{name} pinned to two versions"
+
+
+def test_ci_installs_the_s3_extra():
+    """The remote MLflow + S3 tests skip without it: CI must install it so they run."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r'-e "\.\[[^\]]*\bs3\b[^\]]*\]"', ci), "CI must pip install -e '.[test,s3]'"
 
 
 def test_readme_documents_every_entry_point_and_parameter():

@@ -72,7 +72,7 @@ def create_table_as(ctx: "Context", name: str, query: FeatureQuery) -> "Dataset"
     """Run ``query`` on Spark and make its rows the platform dataset ``name`` (created or replaced)."""
     from cmle.spark import get_spark, run_sql
 
-    spark = get_spark()
+    spark = get_spark(storage_url=ctx.settings.storage_url)  # the session score reuses: it reads storage
     with tempfile.TemporaryDirectory(prefix="cmle-spark-sources-") as tmp:
         staged = stage_sources(spark, ctx, query, Path(tmp))
         try:

@@ -76,8 +76,10 @@ def score_frame(spark: "SparkSession", model, ref: ModelRef, source_url: str, in
     import mlflow
     from pyspark.sql import functions as F
 
+    from cmle.spark import read
+
+    rows = read(spark, source_url)  # first: a session that cannot read the storage fails before the UDF is built
     udf = mlflow.pyfunc.spark_udf(spark, ref.uri, result_type=result_type(model, columns), env_manager="local")
-    rows = spark.read.parquet(source_url)
     prediction = udf(F.struct(*input_columns(inputs)))
     ident = F.col(ID_COLUMN).cast("string").alias(ID_COLUMN)
     if tuple(columns) == PROPENSITY:
@@ -181,7 +183,7 @@ def score_export(ref: ModelRef, source: storage.ExportFolder, root: str, path: s
     from cmle.scoring import model_ref
     from cmle.spark import get_spark
 
-    spark = spark or get_spark()
+    spark = spark or get_spark(storage_url=root)
     model = model or model_ref.load(ref)
     inputs = batch.check_columns(batch.export_schema(source.url), model, ref.uri)
     _check_first_rows(model, ref, source.url, inputs)
