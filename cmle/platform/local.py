@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from cmle import naming, pql, storage
 from cmle.errors import BatchFailedError, NotFoundError, PlatformError, QueryError
+from cmle.platform import fields
 from cmle.platform.base import (
     BATCH_FAILED,
     BATCH_SUCCESS,
@@ -153,7 +154,8 @@ class LocalPlatform:
         return self._get_or_create_resource("fieldgroup", title, {"fields": fields, "extends": extends})
 
     def get_or_create_schema(self, title: str, xdm_class: str, field_group_ids: list[str],
-                             identity_field: str = "userid", profile_enabled: bool = False) -> str:
+                             identity_field: str = "userid", profile_enabled: bool = False,
+                             identity_namespace: str = "ECID") -> str:
         if xdm_class not in XDM_CLASSES:
             raise PlatformError(f"schema {title!r}: unknown class {xdm_class!r}")
         fields: dict[str, str] = {}
@@ -164,9 +166,14 @@ class LocalPlatform:
             fields.update(body["fields"])
         if identity_field not in fields:
             raise PlatformError(f"schema {title!r}: identity field {identity_field!r} is not in its field groups")
-        return self._get_or_create_resource("schema", title, {
+        schema_id = self._get_or_create_resource("schema", title, {
             "class": xdm_class, "fieldGroups": field_group_ids, "fields": fields,
-            "identity": identity_field, "profile": profile_enabled})
+            "identity": identity_field, "namespace": identity_namespace, "profile": profile_enabled})
+        existing = self._resource("schema", schema_id).get("namespace", "ECID")
+        if existing != identity_namespace:
+            raise PlatformError(f"schema {title!r} exists with its identity in namespace {existing}, not "
+                                f"{identity_namespace}; run cleanup or choose another owner")
+        return schema_id
 
     def _row_to_dataset(self, row) -> Dataset:
         return Dataset(id=row[0], name=row[1], table=row[2], schema_id=row[3], profile_enabled=bool(row[4]))
@@ -200,6 +207,12 @@ class LocalPlatform:
         if not row:
             raise NotFoundError(f"dataset {dataset_id} does not exist on the embedded platform")
         return self._row_to_dataset(row)
+
+    def dataset_fields(self, dataset_id: str) -> dict[str, str]:
+        row = self._db().execute("SELECT arrow_schema FROM datasets WHERE id=?", (dataset_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"dataset {dataset_id} does not exist on the embedded platform")
+        return fields.from_arrow(pa.ipc.read_schema(pa.py_buffer(row[0]))) if row[0] else {}
 
     # --- batches ------------------------------------------------------------------------
     def create_batch(self, dataset_id: str, tags: dict[str, str] | None = None) -> str:

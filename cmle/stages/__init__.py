@@ -92,6 +92,11 @@ class Stage:
         return {p.name: p.convert(self.name, values.get(p.name)) for p in self.params}
 
 
+# The model spec a stage follows (the stages that read it declare this same parameter).
+SPEC_PARAM = Param("spec", str, "", "model spec file (YAML: data, goal, eligibility, features); empty: [Model] spec "
+                   "of the config (default conf/models/synthetic.yaml)")
+
+
 def get_stage(name: str) -> Stage:
     """The stage called ``name`` (imports its module on first use)."""
     if name not in ALL_STAGES:

@@ -149,7 +149,8 @@ class XDM:
 
     # --- schemas ---------------------------------------------------------------------------
     def get_or_create_schema(self, title: str, xdm_class: str, field_group_ids: list[str],
-                             identity_field: str = "userid", profile_enabled: bool = False) -> str:
+                             identity_field: str = "userid", profile_enabled: bool = False,
+                             namespace: str = ECID) -> str:
         if xdm_class not in XDM_CLASSES:
             raise PlatformError(f"schema {title!r}: unknown class {xdm_class!r}")
         refs = [*field_group_ids]
@@ -166,7 +167,7 @@ class XDM:
             log.info("created schema %r (%s)", title, schema_id)
         else:
             schema_id = found["$id"]
-        self._ensure_identity(schema_id, title, identity_field)
+        self._ensure_identity(schema_id, title, identity_field, namespace)
         if profile_enabled:
             self._ensure_union(schema_id, title)
         return schema_id
@@ -190,7 +191,7 @@ class XDM:
             out = [d for d in out if d.get("xdm:sourceSchema") == schema_id]
         return out
 
-    def _ensure_identity(self, schema_id: str, title: str, field: str) -> None:
+    def _ensure_identity(self, schema_id: str, title: str, field: str, namespace: str = ECID) -> None:
         path = f"/_{self.tenant_id()}/{field}"
 
         def find():
@@ -199,13 +200,18 @@ class XDM:
                     return d
             return None
 
-        if find() is not None:
+        found = find()
+        if found is not None:
+            if found.get("xdm:namespace", ECID) != namespace:
+                raise PlatformError(f"schema {title!r} has its primary identity in namespace "
+                                    f"{found.get('xdm:namespace')}, not {namespace}; run cleanup or choose another "
+                                    "owner")
             return
         desc = {"@type": "xdm:descriptorIdentity", "xdm:sourceSchema": schema_id, "xdm:sourceVersion": "1",  # a string, as schema-registry.yaml types it
-                "xdm:sourceProperty": path, "xdm:namespace": ECID, "xdm:property": "xdm:id",
+                "xdm:sourceProperty": path, "xdm:namespace": namespace, "xdm:property": "xdm:id",
                 "xdm:isPrimary": True}
         res, _ = self.c.transport.create_once(
-            what=f"create the ECID identity of {title!r}",
+            what=f"create the {namespace} identity of {title!r}",
             create=lambda: self.c.schema.createDescriptor(descriptorObj=desc), find=find)
         _required(res, "@id", f"create the identity descriptor of {title!r}")
 
@@ -234,6 +240,32 @@ class XDM:
             out |= set(fg.get("definitions", {}).get("customFields", {}).get("properties", {})
                        .get(tenant, {}).get("properties", {}))
         return out
+
+    def schema_fields(self, schema_id: str) -> dict[str, str]:
+        """The schema's leaf fields ``{path: XDM type}`` from its expanded form (``xed-full``);
+        when the answer carries no expanded properties, the custom fields of its field groups."""
+        from cmle.platform import fields
+
+        try:
+            full = self.get("schemas", schema_id, full=True)
+        except AEPNotFound:
+            return {}
+        if isinstance(full, dict) and full.get("properties"):
+            return fields.from_xdm(full)
+        tenant = f"_{self.tenant_id()}"
+        types = {}
+        for ref in (full or {}).get("allOf") or []:
+            fg_id = ref.get("$ref", "") if isinstance(ref, dict) else ""
+            if "/mixins/" not in fg_id and "/fieldgroups/" not in fg_id:
+                continue
+            try:
+                fg = self.get("fieldgroups", fg_id)
+            except AEPNotFound:
+                continue
+            props = (fg.get("definitions", {}).get("customFields", {}).get("properties", {})
+                     .get(tenant, {}).get("properties", {}))
+            types |= {f"{tenant}.{k}": v for k, v in fields.from_xdm({"properties": props}).items()}
+        return types
 
     def schema_is_profile(self, schema_id: str) -> bool:
         return UNION_TAG in (self.get("schemas", schema_id).get("meta:immutableTags") or [])
