@@ -22,9 +22,16 @@ log = logging.getLogger(__name__)
 
 MAX_FIELDS = 400  # fields whose fill rate one query computes
 MAX_GOAL_TYPES = 25  # event types whose base rate as a goal one query computes
-# Event types that look like a business outcome: candidate goals are ranked by these first.
-GOAL_WORDS = re.compile(r"purchase|order|checkout|subscri|formfilled|signup|sign_up|register|conversion|applica|"
-                        r"lead|booking|download|install", re.IGNORECASE)
+# Words of event types that look like a business outcome, most outcome-like first: candidate
+# goals are ranked by the first word their name holds.
+GOAL_WORDS = ("purchase", "order", "subscri", "formfilled", "signup", "sign_up", "register", "conversion",
+              "applica", "booking", "lead", "checkout", "download", "install")
+
+
+def goal_rank(event_type: str) -> int:
+    """How outcome-like an event type's name is (0 best; len(GOAL_WORDS) for none)."""
+    name = event_type.lower()
+    return next((i for i, w in enumerate(GOAL_WORDS) if w in name), len(GOAL_WORDS))
 
 
 def _fill_expr(path: str, kind: str) -> str | None:
@@ -142,10 +149,10 @@ def candidate_goals(platform: Platform, table: str, cols: Columns, event_types: 
                  "positives": churned, "base_rate": rate(churned, users), "first_time_users": users,
                  "first_time_rate": rate(churned, users)})
     out = pd.DataFrame(rows)
-    out["outcome_like"] = out["goal"].map(lambda g: bool(GOAL_WORDS.search(g)))
+    out["outcome_like"] = out["goal"].map(lambda g: goal_rank(g) < len(GOAL_WORDS))
     out["usable"] = (out["positives"] >= 20) & (out["base_rate"] > 0.002) & (out["base_rate"] < 0.8)
     closeness = (out["base_rate"].fillna(0) - 0.1).abs()
-    order = pd.DataFrame({"u": ~out["usable"], "o": ~out["outcome_like"], "c": closeness}).sort_values(
+    order = pd.DataFrame({"u": ~out["usable"], "o": out["goal"].map(goal_rank), "c": closeness}).sort_values(
         ["u", "o", "c"], kind="stable").index
     return out.loc[order].reset_index(drop=True)
 

@@ -72,8 +72,9 @@ def starter_spec(*, name: str, dataset: str, identity: dict, goals: pd.DataFrame
         lines.append(f"  # candidate goals over the last {window_days} days (base rate among users active "
                      "before; first-time rate among those who never had it):")
         for _, g in goals.head(8).iterrows():
+            first = "n/a" if g["first_time_rate"] != g["first_time_rate"] else f"{g['first_time_rate']:.1%}"
             lines.append(f"  #   {g['goal']:<40} {g['outcome']:<15} base rate {g['base_rate']:.1%}, "
-                         f"first time {g['first_time_rate']:.1%}, {int(g['positives'])} of {int(g['users'])} users")
+                         f"first time {first}, {int(g['positives'])} of {int(g['users'])} users")
     if best is None or churn:
         lines += ["  any_event: true", "  outcome: does_not_occur"]
     else:

@@ -196,6 +196,32 @@ class LocalPlatform:
                        (ds.id, ds.name, ds.table, ds.schema_id, int(profile_enabled), time.time()))
             return ds
 
+    def get_or_create_loaded_dataset(self, name: str, xdm_class: str, new_schema: bool = False) -> Dataset:
+        """A dataset for rows exported from AEP (``cmle load``): any XDM fields, nested structs,
+        arrays and maps, checked only for the class's required fields. ``new_schema`` lets the
+        next batch bring other columns (a replacing load); otherwise batches must match.
+
+        Not part of the Platform protocol: on AEP a customer's data is already in the sandbox.
+        """
+        if xdm_class not in XDM_CLASSES:
+            raise PlatformError(f"dataset {name!r}: unknown class {xdm_class!r}")
+        marker = f"loaded:{xdm_class}"
+        with self._tx() as db:
+            row = db.execute("SELECT id,name,tbl,schema_id,profile_enabled FROM datasets WHERE name=?",
+                             (name,)).fetchone()
+            if row is None:
+                ds_id = _new_id()
+                db.execute("INSERT INTO datasets (id,name,tbl,schema_id,profile_enabled,created) VALUES (?,?,?,?,0,?)",
+                           (ds_id, name, naming.table_name(name), f"{marker}:{ds_id}", time.time()))
+                row = db.execute("SELECT id,name,tbl,schema_id,profile_enabled FROM datasets WHERE id=?",
+                                 (ds_id,)).fetchone()
+            elif not row[3].startswith(marker):
+                raise PlatformError(f"dataset {name!r} exists and was not loaded from an export of "
+                                    f"{xdm_class} rows ({row[3]}); choose another name")
+            elif new_schema:
+                db.execute("UPDATE datasets SET arrow_schema=NULL WHERE id=?", (row[0],))
+        return self._row_to_dataset(row)
+
     def find_dataset(self, name: str) -> Dataset | None:
         row = self._db().execute("SELECT id,name,tbl,schema_id,profile_enabled FROM datasets WHERE name=?",
                                  (name,)).fetchone()

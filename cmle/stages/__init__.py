@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 from cmle.errors import ParameterError
 
-# The pipeline order `main` runs; `cleanup` and `deploy` are not pipeline stages.
+# The pipeline order `main` runs; `load`, `cleanup` and `deploy` are not pipeline stages.
 STAGE_ORDER = ("synthetic", "explore", "featurize", "export", "train", "promote", "score", "ingest", "audience")
-ALL_STAGES = (*STAGE_ORDER, "main", "cleanup", "deploy")
+ALL_STAGES = (*STAGE_ORDER, "main", "load", "cleanup", "deploy")
 
 # Stage name -> module under cmle.stages, where they differ.
 _MODULES = {"main": "pipeline"}

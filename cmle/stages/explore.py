@@ -23,7 +23,7 @@ import pandas as pd
 from cmle import tracking
 from cmle.context import Context
 from cmle.errors import DataCheckError, NotFoundError, ParameterError
-from cmle.explore import Exploration, cooccurrence_matrix, discover, explore_events
+from cmle.explore import Exploration, cooccurrence_matrix, discover, explore_events, queries
 from cmle.explore.queries import Columns
 from cmle.modelspec import ModelSpec, data as specdata, parse_spec, spec_for
 from cmle.modelspec.starter import starter_spec
@@ -78,16 +78,37 @@ def _funnel_outputs(result: Exploration) -> dict[str, int]:
     return {str(r.event_type): int(r.users_in_order) for r in result.funnel.itertuples()}
 
 
-def _discovery_spec(ctx: Context, ds: Dataset, identity: str, fields: dict[str, str]) -> ModelSpec:
-    """A minimal spec for a dataset with no spec yet: its identity (given or found), the XDM
-    timestamp and eventType, any event as the goal (exploration only)."""
-    tenant = ctx.platform.tenant_id
+DISCOVERY_WINDOW_DAYS = 30  # outcome window of the candidate goals when neither parameter nor spec has one
+
+
+def _discovery_spec(ctx: Context, ds: Dataset, identity: str, window_days: int, timeout_s: float) -> ModelSpec:
+    """A spec for a dataset with no spec yet: its identity (given or found), the XDM
+    timestamp and eventType, and the best candidate goal."""
+    platform, tenant = ctx.platform, ctx.platform.tenant_id
+    fields = platform.dataset_fields(ds.id)
     ident = (discover.parse_identity(identity) if identity.strip() else
-             discover.guess_identity(fields, discover.identity_namespaces(ctx.platform, ds.table)
+             discover.guess_identity(fields, discover.identity_namespaces(platform, ds.table, timeout_s)
                                      if "identityMap" in fields else pd.DataFrame(), tenant))
-    body = ", ".join(f"{k}: {v!r}" for k, v in ident.items())
-    return parse_spec(f"version: 1\nname: discovery\nevents:\n  dataset: {ds.name!r}\n  identity: {{{body}}}\n"
-                      "goal: {any_event: true, window_days: 1}\n", "<discovery>")
+
+    def spec(goal: str) -> ModelSpec:
+        body = ", ".join(f"{k}: {v!r}" for k, v in ident.items())
+        return parse_spec(f"version: 1\nname: discovery\nevents:\n  dataset: {ds.name!r}\n  identity: {{{body}}}\n"
+                          f"goal: {{{goal}}}\n", "<discovery>")
+
+    draft = spec(f"any_event: true, window_days: {window_days or DISCOVERY_WINDOW_DAYS}")
+    cols = Columns.of(draft, tenant)
+    types = list(platform.query(queries.event_mix_sql(ds.table, cols), timeout_s=timeout_s)["event_type"].astype(str))
+    rng = specdata.data_range(platform, draft, ds, tenant, timeout_s)
+    window = _window(window_days or DISCOVERY_WINDOW_DAYS, rng)
+    best = discover.candidate_goals(platform, ds.table, cols, types, rng.end, window, timeout_s).iloc[0]
+    if best["outcome"] == "occurs":
+        return spec(f"event_types: [{best['goal']!r}], window_days: {window}")
+    return spec(f"any_event: true, outcome: does_not_occur, window_days: {window}")
+
+
+def _window(days: int, rng: specdata.DataRange) -> int:
+    """An outcome window that leaves at least half the data as history."""
+    return max(1, min(days, int(rng.days // 2)))
 
 
 def discover_dataset(ctx: Context, spec: ModelSpec, ds: Dataset, result: Exploration, window_days: int,
@@ -97,7 +118,7 @@ def discover_dataset(ctx: Context, spec: ModelSpec, ds: Dataset, result: Explora
     fields = platform.dataset_fields(ds.id)
     filled = discover.filled_fields(platform, ds.table, fields, timeout_s)
     rng = specdata.data_range(platform, spec, ds, platform.tenant_id, timeout_s)
-    window = min(window_days or spec.goal.window_days, max(1, int(rng.days // 2)))
+    window = _window(window_days or spec.goal.window_days, rng)
     cols = Columns.of(spec, platform.tenant_id)
     goals = discover.candidate_goals(platform, ds.table, cols, list(result.event_mix["event_type"].astype(str)),
                                      rng.end, window, timeout_s)
@@ -132,7 +153,7 @@ def run(ctx: Context, sample_users: int = 0, timeout_s: float = 600.0, spec: str
     ds = events_dataset(ctx, model, dataset.strip())
     if dataset.strip() and (model.synthetic or model.events.dataset is None or
                             model.events.dataset.name != ds.name or identity.strip()):
-        model = _discovery_spec(ctx, ds, identity, ctx.platform.dataset_fields(ds.id))
+        model = _discovery_spec(ctx, ds, identity, window_days, timeout_s)
     tenant = ctx.platform.tenant_id
     cols = Columns.of(model, tenant)
     funnel = model.funnel if not dataset.strip() else ()
