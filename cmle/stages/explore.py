@@ -164,7 +164,7 @@ def run(ctx: Context, sample_users: int = 0, timeout_s: float = 600.0, spec: str
     out = {
         "events_dataset_id": ds.id,
         "events_table": ds.table,
-        "spec": model.name,
+        "spec_name": model.name,
         **result.totals,
         "event_types": len(result.event_mix),
         "funnel_users_in_order": _funnel_outputs(result),

@@ -265,7 +265,7 @@ def _build_sets(ctx: Context, spec: ModelSpec, events: Dataset, profiles: Datase
     sources = tuple(d for d in (events, profiles) if d is not None)
     limits = dict(min_positives=min_positives, min_negatives=min_negatives, max_null_rate=max_null_rate,
                   timeout_s=timeout_s, sources=sources)
-    out: dict = {"spec": spec.name, "snapshot_ts": t.isoformat(), "scoring_ts": rng.end.isoformat(),
+    out: dict = {"spec_name": spec.name, "snapshot_ts": t.isoformat(), "scoring_ts": rng.end.isoformat(),
                  "first_event_ts": rng.first.isoformat(), "last_event_ts": rng.last.isoformat(),
                  "n_events": rng.events, "lookback_days": fs.lookback_days, "outcome_days": fs.outcome_days}
     built: list[Dataset] = []

@@ -71,7 +71,7 @@ def run(ctx: Context, profiles: int = 100_000, weeks: int = 10, end_date: str = 
     if not model.synthetic:
         log.info("synthetic: skipped; the model spec %s names your own datasets", model.name)
         mlflow.set_tag("cmle.skipped", f"the model spec {model.name} is not synthetic")
-        return {"skipped": True, "spec": model.name, "reused": True}
+        return {"skipped": True, "spec_name": model.name, "reused": True}
     try:
         check_sizes(profiles, weeks)
         end = resolve_end(end_date)

@@ -206,7 +206,7 @@ def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMIL
             "holdout_roc_auc": holdout["roc_auc"], "holdout_ece": holdout["ece"],
             "auc_ratio": (trained.oracle.get("metrics") or {}).get("auc_ratio"),
             "train_seconds": round(trained.seconds, 2), "trials": len(trained.search.trials),
-            "training_export": source.folder.url, "reused": False, "spec": model_spec.name,
+            "training_export": source.folder.url, "reused": False, "spec_name": model_spec.name,
             **{k: trained.baselines[k] for k in ("baseline_roc_auc", "auc_margin", "log_loss_skill")
                if k in trained.baselines}, **comparison}
 
