@@ -163,6 +163,35 @@ def read_export(paths: list[Path], fmt: str = "auto", timestamp: str | None = "t
                              "them as separate datasets") from None
 
 
+def _conform_array(arr, t: pa.DataType, where: str) -> pa.Array:
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if pa.types.is_struct(t) and pa.types.is_struct(arr.type):
+        have = {f.name: i for i, f in enumerate(arr.type)}
+        extra = sorted(set(have) - {f.name for f in t})
+        if extra:
+            raise DataCheckError(f"load: {where}.{extra[0]} is not a field of the dataset; load into a new dataset, "
+                                 "or replace its content (mode=replace)")
+        children = [_conform_array(arr.field(have[f.name]), f.type, f"{where}.{f.name}") if f.name in have
+                    else pa.nulls(len(arr), f.type) for f in t]
+        return pa.StructArray.from_arrays(children, fields=list(t), mask=pa.array(~np.asarray(arr.is_valid())))
+    try:
+        return arr.cast(t)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        raise DataCheckError(f"load: {where} is {arr.type} in the files, {t} in the dataset; load into a new "
+                             "dataset, or replace its content (mode=replace)") from None
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in the columns and types of ``schema`` (an existing dataset's, for an appending
+    load): fields the files lack are null; fields the dataset lacks are refused."""
+    extra = sorted(set(table.column_names) - set(schema.names))
+    if extra:
+        raise DataCheckError(f"load: {extra[0]} is not a field of the dataset; load into a new dataset, or replace "
+                             "its content (mode=replace)")
+    return pa.table({f.name: _conform_array(table.column(f.name), f.type, f.name) if f.name in table.column_names
+                     else pa.nulls(table.num_rows, f.type) for f in schema}, schema=schema)
+
+
 # --- bad rows ----------------------------------------------------------------------------------
 @dataclass
 class Checked:
@@ -226,5 +255,5 @@ def with_event_ids(table: pa.Table) -> tuple[pa.Table, int]:
     return table, missing
 
 
-__all__ = ["Checked", "FORMATS", "file_format", "files_key", "find_files", "normalise", "read_export",
+__all__ = ["Checked", "FORMATS", "conform", "file_format", "files_key", "find_files", "normalise", "read_export",
            "split_bad_rows", "with_event_ids"]

@@ -309,8 +309,11 @@ class _Sql:
             col = info.name
             if info.group == "profile":
                 alias, attr = self.attr[col]
-                expr = (f"CAST(DATEDIFF(CAST({ts_literal(self.t)} AS DATE), CAST(p.{alias} AS DATE)) AS BIGINT)"
-                        if attr.kind == "date" else f"p.{alias}")
+                if attr.kind == "date":  # days since the date; NULL for a date after T (no look-ahead)
+                    t_date, date = f"CAST({ts_literal(self.t)} AS DATE)", f"CAST(p.{alias} AS DATE)"
+                    expr = f"CASE WHEN {date} <= {t_date} THEN CAST(DATEDIFF({t_date}, {date}) AS BIGINT) END"
+                else:
+                    expr = f"p.{alias}"
             elif info.group == "ratio":
                 r = next(x for x in self.f.ratios if x.name == col)
                 expr = _rate(counts[r.numerator], counts[r.denominator])

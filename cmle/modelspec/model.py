@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cmle.columns import META_COLUMNS
+from cmle.columns import CONVERSION_EVENT, META_COLUMNS
 from cmle.errors import ConfigError
 from cmle.modelspec.conditions import Condition, ConditionError, parse_condition
 from cmle.modelspec.paths import FieldPath, Identity, PathError
@@ -182,6 +182,13 @@ class ModelSpec:
         return SpecError(message, self.source, self.line(*path), path)
 
     @property
+    def notebooks_goal(self) -> bool:
+        """The CMLE notebooks' question on the synthetic data (subscription, web.formFilledOut):
+        the only one their training-set framing (``cmle``) and the synthetic oracle describe."""
+        g = self.goal
+        return self.synthetic and g.event_types == (CONVERSION_EVENT,) and not g.churn and g.condition is None
+
+    @property
     def fingerprint(self) -> str:
         """A hash of the spec's content (not its comments or layout)."""
         text = json.dumps(self.document, sort_keys=True, default=str)
@@ -309,7 +316,8 @@ class _Builder:
     def eligibility(self, e: dict, goal: Goal, profiles: ProfilesSource | None) -> Eligibility:
         exclude = e.get("exclude_goal_reached", not goal.churn)
         if exclude and goal.churn:
-            raise self.fail(("eligibility", "exclude_goal_reached"),
+            where = ("eligibility", "exclude_goal_reached") if "exclude_goal_reached" in e else ("goal", "outcome")
+            raise self.fail(where,
                             "with outcome does_not_occur the goal is the activity itself; exclude_goal_reached "
                             "would leave nobody. Use active_within_days to score active profiles")
         prof_cond = self.condition(e.get("profile_condition"), ("eligibility", "profile_condition"))

@@ -234,11 +234,16 @@ class LocalPlatform:
             raise NotFoundError(f"dataset {dataset_id} does not exist on the embedded platform")
         return self._row_to_dataset(row)
 
-    def dataset_fields(self, dataset_id: str) -> dict[str, str]:
+    def arrow_schema(self, dataset_id: str) -> pa.Schema | None:
+        """The Arrow schema the dataset's batches must match (None before its first batch)."""
         row = self._db().execute("SELECT arrow_schema FROM datasets WHERE id=?", (dataset_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"dataset {dataset_id} does not exist on the embedded platform")
-        return fields.from_arrow(pa.ipc.read_schema(pa.py_buffer(row[0]))) if row[0] else {}
+        return pa.ipc.read_schema(pa.py_buffer(row[0])) if row[0] else None
+
+    def dataset_fields(self, dataset_id: str) -> dict[str, str]:
+        schema = self.arrow_schema(dataset_id)
+        return fields.from_arrow(schema) if schema is not None else {}
 
     # --- batches ------------------------------------------------------------------------
     def create_batch(self, dataset_id: str, tags: dict[str, str] | None = None) -> str:

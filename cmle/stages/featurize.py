@@ -255,9 +255,9 @@ def _build_sets(ctx: Context, spec: ModelSpec, events: Dataset, profiles: Datase
         raise ParameterError(f"featurize: max_null_rate = {max_null_rate} must be in (0, 1]")
     owner = ctx.owner
     fs = feature_windows(spec, lookback_days, outcome_days, windows)
-    if framing == "cmle" and not spec.synthetic:
-        raise ParameterError(f"featurize: framing = cmle is the CMLE notebooks' training set of the synthetic "
-                             f"data; the spec {spec.name!r} is not synthetic: use framing pit")
+    if framing == "cmle" and not spec.notebooks_goal:
+        raise ParameterError(f"featurize: framing = cmle is the CMLE notebooks' training set (subscription on the "
+                             f"synthetic data); the spec {spec.name!r} asks another question: use framing pit")
     rng = check_spec(ctx, spec, events, profiles, timeout_s)
     t = resolve_snapshot(snapshot_date, rng, fs)
     plan = plan_for(ctx, spec, events, t, fs, timeout_s)
@@ -269,7 +269,7 @@ def _build_sets(ctx: Context, spec: ModelSpec, events: Dataset, profiles: Datase
                  "first_event_ts": rng.first.isoformat(), "last_event_ts": rng.last.isoformat(),
                  "n_events": rng.events, "lookback_days": fs.lookback_days, "outcome_days": fs.outcome_days}
     built: list[Dataset] = []
-    framings = ("pit", "cmle") if framing == "both" and spec.synthetic else ("pit",) if framing == "both" \
+    framings = ("pit", "cmle") if framing == "both" and spec.notebooks_goal else ("pit",) if framing == "both" \
         else (framing,)
     profiles_table = profiles.table if profiles is not None else None
     for fr in framings:
@@ -298,7 +298,7 @@ def _build_sets(ctx: Context, spec: ModelSpec, events: Dataset, profiles: Datase
     if mlflow.active_run() is not None:
         manifest = plan.manifest() | {"snapshot_ts": out["snapshot_ts"], "scoring_ts": out["scoring_ts"],
                                       "categorical": plan.categorical_columns,
-                                      "cmle_features": fspec.notebook_feature_columns() if spec.synthetic else []}
+                                      "cmle_features": fspec.notebook_feature_columns() if spec.notebooks_goal else []}
         tracking.log_dict(manifest, "featurize/feature_spec.json")
         if spec.source and spec.source != "<spec>":
             mlflow.log_text(yaml_text(spec), "featurize/model_spec.yaml")

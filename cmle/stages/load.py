@@ -112,6 +112,9 @@ def load(ctx: Context, files: str = "", kind: str = "events", dataset: str = "",
     if ds is not None:
         existing = ingestion.find_batch(platform, ds.id, key)
     ds = platform.get_or_create_loaded_dataset(name, xdm_class, new_schema=(mode == "replace" and existing is None))
+    current = platform.arrow_schema(ds.id)
+    if mode == "append" and current is not None:  # batches of a dataset share its columns
+        good = loading.conform(good, current)
     result = ingestion.ingest_tables(platform, ds.id, ingestion.split_table(good, FILE_ROWS), key=key,
                                      replace=mode == "replace", file_prefix=kind)
     out = {"dataset_id": ds.id, "dataset_name": ds.name, "table": ds.table, "kind": kind, "files": len(paths),

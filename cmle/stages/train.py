@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from cmle import __version__, ingestion, modelspec, storage, tracking
-from cmle.columns import CONVERSION_EVENT, ID_COLUMN, LABEL_COLUMN, SNAPSHOT_COLUMN
+from cmle.columns import ID_COLUMN, LABEL_COLUMN, SNAPSHOT_COLUMN
 from cmle.context import Context
 from cmle.errors import CmleError, NotFoundError
 from cmle.exports import feature_set_name, newest_feature_export
@@ -185,9 +185,9 @@ def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMIL
         trained = fit_and_evaluate(settings, source.frame, chosen, max_evals=max_evals, seed=seed, metric=metric,
                                    holdout_fraction=holdout_fraction, validation_fraction=validation_fraction,
                                    calibration=calibration, max_tune_rows=max_tune_rows, threads=threads,
-                                   manifest=manifest, oracle=has_oracle(model_spec))
+                                   manifest=manifest, oracle=model_spec.notebooks_goal)
         comparison = {}
-        if framing == "both" and model_spec.synthetic:
+        if framing == "both" and model_spec.notebooks_goal:
             comparison = _compare_cmle(ctx, trained, seed, holdout_fraction, validation_fraction, calibration,
                                        threads)
     info = {"family": trained.search.best.params["family"], "params": space.loggable(trained.search.best.params),
@@ -211,10 +211,7 @@ def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMIL
                if k in trained.baselines}, **comparison}
 
 
-def has_oracle(spec: modelspec.ModelSpec) -> bool:
-    """The synthetic oracle (latent propensity to convert) describes the synthetic spec's goal only."""
-    return spec.synthetic and spec.goal.event_types == (CONVERSION_EVENT,) and not spec.goal.churn \
-        and spec.goal.condition is None
+
 
 
 def fit_and_evaluate(settings, frame: pd.DataFrame, families: tuple[str, ...], *, max_evals: int, seed: int,
