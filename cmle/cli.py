@@ -21,6 +21,23 @@ from cmle.stages import ALL_STAGES, Stage, get_stage
 log = logging.getLogger("cmle")
 
 
+# Job parameters of the Databricks job that are no stage's parameter (databricks.yml).
+JOB_ONLY_PARAMETERS = ("synthetic",)
+_OTHER = "_other__"
+
+
+def other_parameters(stage: Stage) -> list[str]:
+    """Parameters of the other stages (and of the Databricks job) that ``stage`` accepts and ignores.
+
+    Databricks pushes every job parameter down to every Python wheel task as ``--name=value``;
+    accepting the pipeline's parameters everywhere lets a run set, say, ``min_positives`` or
+    ``spec`` without the tasks that do not use them refusing the run. Unknown names (typos)
+    are still refused."""
+    own = {p.name for p in stage.params} | {"config"}
+    names = {p.name for s in ALL_STAGES for p in get_stage(s).params} | set(JOB_ONLY_PARAMETERS)
+    return sorted(names - own)
+
+
 def _parser(stage: Stage, prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=stage.help,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -29,6 +46,8 @@ def _parser(stage: Stage, prog: str) -> argparse.ArgumentParser:
         flags = sorted({f"--{p.name}", f"--{p.name.replace('_', '-')}"})
         parser.add_argument(*flags, dest=p.name, default=None, metavar=p.type.__name__.upper(),
                             help=f"{p.help} (default: {p.default!r})")
+    for name in other_parameters(stage):
+        parser.add_argument(f"--{name}", dest=_OTHER + name, default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -39,6 +58,9 @@ def run_cli(name: str, argv: Sequence[str] | None = None) -> int:
     try:
         stage = get_stage(name)
         args = _parser(stage, f"cmle {name}").parse_args(argv)
+        ignored = sorted(k[len(_OTHER):] for k, v in vars(args).items() if k.startswith(_OTHER) and v is not None)
+        if ignored:
+            log.info("cmle %s: not its parameters, ignored: %s", name, ", ".join(ignored))
         params = {p.name: getattr(args, p.name) for p in stage.params if getattr(args, p.name) is not None}
         # empty strings from MLproject defaults mean "use the default"
         params = {k: v for k, v in params.items() if not (isinstance(v, str) and v == "" and
