@@ -157,8 +157,8 @@ class Identity:
 
     def sql(self, qualifier: str = "") -> str:
         """Spark SQL of the row's identity (a string; NULL when the row has none)."""
-        if self.field is not None:
-            return f"CAST({self.field.sql(qualifier)} AS STRING)"
+        if self.field is not None:  # as stored: scores cast it to a string when they are written
+            return self.field.sql(qualifier)
         prefix = f"{qualifier}." if qualifier else ""
         ids = f"{prefix}`{IDENTITY_MAP}`['{self.namespace}']"
         # [0] of an empty array fails under ANSI SQL (Spark 4, Databricks): test the size first.

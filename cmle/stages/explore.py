@@ -134,6 +134,21 @@ def discover_dataset(ctx: Context, spec: ModelSpec, ds: Dataset, result: Explora
     return {"fields": filled, "goals": goals, "starter_spec": text}
 
 
+def _records(df: pd.DataFrame, rounding: dict | None = None) -> list[dict]:
+    """A small table as JSON-able rows (what the CLI prints)."""
+    out = []
+    for row in df.to_dict("records"):
+        item = {}
+        for k, v in row.items():
+            if hasattr(v, "item"):
+                v = v.item()
+            if isinstance(v, float):
+                v = None if v != v else round(v, (rounding or {}).get(k, 6))
+            item[k] = v
+        out.append(item)
+    return out
+
+
 def _print_discovery(ds: Dataset, result: Exploration, found: dict) -> None:
     """What a user reads in the terminal (the same tables are logged to MLflow)."""
     with pd.option_context("display.width", 160, "display.max_columns", 12, "display.max_colwidth", 48):
@@ -177,9 +192,11 @@ def run(ctx: Context, sample_users: int = 0, timeout_s: float = 600.0, spec: str
         found = discover_dataset(ctx, model, ds, result, window_days, timeout_s)
         _print_discovery(ds, result, found)
         out["filled_fields"] = int((found["fields"]["fill_rate"] > 0).sum())
-        out["candidate_goals"] = [{k: (float(v) if isinstance(v, float) else v) for k, v in row.items()}
-                                  for row in found["goals"].head(5)[["goal", "outcome", "window_days", "users",
-                                                                     "positives", "base_rate"]].to_dict("records")]
+        out["event_types_found"] = _records(result.event_mix[["event_type", "events", "users"]].head(30))
+        out["fields"] = _records(found["fields"].head(60), rounding={"fill_rate": 4})
+        out["candidate_goals"] = _records(found["goals"].head(8)[["goal", "outcome", "window_days", "users",
+                                                                  "positives", "base_rate", "first_time_rate"]],
+                                          rounding={"base_rate": 4, "first_time_rate": 4})
         if write_spec.strip():
             path = Path(write_spec.strip())
             if path.exists():

@@ -79,7 +79,7 @@ def test_explore_stage_logs_tables_plots_sql_and_metrics(settings, mlflow_store,
     cooc = pd.read_csv(f"{local}/cooccurrence.csv")
     assert len(cooc) == 49
     with open(f"{local}/sql/event_mix.sql") as fh:
-        assert "COUNT(DISTINCT CAST(`_cmle`.`userid` AS STRING))" in fh.read()
+        assert "COUNT(DISTINCT `_cmle`.`userid`)" in fh.read()
 
 
 def test_explore_stage_sample_parameter(settings, mlflow_store, platform):
