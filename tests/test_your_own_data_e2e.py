@@ -51,11 +51,9 @@ def test_retail_export_to_scores_and_a_starter_spec(settings, tmp_cwd):
     assert out["ingest"]["records"] == f["scoring_rows"] and out["audience"]["scored_profiles"] == f["scoring_rows"]
 
     # the starter spec, unedited, trains a model too (its own registered model)
-    edited = (tmp_cwd / "conf" / "models" / "luma.yaml").read_text() + "model_name: luma_starter\n"
-    (tmp_cwd / "conf" / "models" / "luma.yaml").write_text(edited)
     again = run_stage("main", settings, _params(spec="conf/models/luma.yaml", min_positives=30, min_negatives=30,
                                                 skip="explore,promote,score,ingest,audience"))
-    assert again["train"]["model_name"] == "luma_starter" and again["train"]["auc_margin"] > 0
+    assert again["train"]["model_name"] == "cmle_luma_web_events_model" and again["train"]["auc_margin"] > 0
 
 
 def test_churn_on_the_synthetic_data(settings):

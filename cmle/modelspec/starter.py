@@ -52,13 +52,18 @@ def starter_spec(*, name: str, dataset: str, identity: dict, goals: pd.DataFrame
     from cmle.modelspec import parse_spec
 
     generated = generated or dt.datetime.now(dt.timezone.utc)
+    spec_name = re.sub(r"_+", "_", slug(name).lower())[:40].strip("_") or "my_data"
+    if not spec_name[0].isalpha():
+        spec_name = f"m_{spec_name}"[:40]
     best = goals.iloc[0] if len(goals) else None
     churn = best is not None and best["outcome"] == "does_not_occur"
     lines = [
         f"# Starter model spec written by `cmle explore` on {generated:%Y-%m-%d %H:%M} UTC from dataset {dataset!r}.",
         "# Edit it (docs/model-spec.md lists every key), then point [Model] spec or --spec at this file.",
         "version: 1",
-        f"name: {slug(name).lower()[:40]}",
+        f"name: {spec_name}",
+        "# the registered model of this spec (its scores mean something else than other specs')",
+        f"model_name: cmle_{spec_name}_model",
         "",
         "events:",
         f"  dataset: {_q(dataset)}",

@@ -252,8 +252,10 @@ def generate(users: int = 5000, weeks: int = 13, end: str | dt.datetime = "2025-
         pa.array(e_us, _TS), pa.array(list(EVENT_TYPES)).take(pa.array(e_type.astype(np.int32))),
         _identity_maps(e_user, member[e_user]),
         web, commerce, product_lists, custom], schema=event_schema(tenant))
-    # within a session the funnel order holds; the table is in visitor, time order
-    events = events.take(pa.array(np.lexsort((e_us, e_user))))
+    # within a session the funnel order holds; the table is in visitor, time order, and ends
+    # before ``end`` (a session that starts late is cut there, as an export would cut it)
+    keep = np.flatnonzero(e_us < start_us + days * DAY_US)
+    events = events.take(pa.array(keep[np.lexsort((e_us[keep], e_user[keep]))]))
     if bad_rows > 0:
         events = _with_bad_rows(events, rng, bad_rows)
     return RetailData(events=events, profiles=_profiles(users, tier, member, rng, start_us, tenant),
