@@ -44,9 +44,16 @@ def numeric_candidates(fields: pd.DataFrame, identity_field: str = "") -> list[s
     return sorted(paths, key=rank)[:MAX_NUMERIC]
 
 
+def _portable(path: str, tenant: str) -> str:
+    """``_cmle.orderValue`` as ``_{tenant}.orderValue``: the same spec reads the tenant's fields
+    on the embedded platform and on AEP."""
+    root = f"_{tenant}."
+    return "_{tenant}." + path[len(root):] if tenant and path.startswith(root) else path
+
+
 def starter_spec(*, name: str, dataset: str, identity: dict, goals: pd.DataFrame, fields: pd.DataFrame,
                  window_days: int, lookback_days: int, generated: dt.datetime | None = None,
-                 top_event_types: int = 10) -> str:
+                 top_event_types: int = 10, tenant: str = "") -> str:
     """The YAML text of a starter spec (see the module docstring); ``goals`` is
     :func:`cmle.explore.discover.candidate_goals`' table, best first."""
     from cmle.modelspec import parse_spec
@@ -67,7 +74,8 @@ def starter_spec(*, name: str, dataset: str, identity: dict, goals: pd.DataFrame
         "",
         "events:",
         f"  dataset: {_q(dataset)}",
-        "  identity: {" + ", ".join(f"{k}: {_q(v)}" for k, v in identity.items()) + "}",
+        "  identity: {" + ", ".join(f"{k}: {_q(_portable(v, tenant) if k == 'field' else v)}"
+                                   for k, v in identity.items()) + "}",
         "  timestamp: timestamp",
         "  event_type: eventType",
         "",
@@ -102,7 +110,7 @@ def starter_spec(*, name: str, dataset: str, identity: dict, goals: pd.DataFrame
     if numeric:
         lines.append("  numeric:")
         for path in numeric:
-            lines.append(f"    - {{field: {_q(path)}, aggregations: {aggregations}}}")
+            lines.append(f"    - {{field: {_q(_portable(path, tenant))}, aggregations: {aggregations}}}")
     text = "\n".join(lines) + "\n"
     parse_spec(text, "<starter spec>")  # what is written validates
     return text

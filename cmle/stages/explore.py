@@ -127,7 +127,7 @@ def discover_dataset(ctx: Context, spec: ModelSpec, ds: Dataset, result: Explora
     lookback = max(7, min(spec.features.lookback_days, int(rng.days - window)))
     text = starter_spec(name=spec.name if spec.name != "discovery" else ds.table.removeprefix("cmle_"),
                         dataset=ds.name, identity=identity, goals=goals, fields=filled, window_days=window,
-                        lookback_days=lookback)
+                        lookback_days=lookback, tenant=platform.tenant_id)
     tracking.log_table(filled, f"{ARTIFACT_DIR}/fields.csv")
     tracking.log_table(goals, f"{ARTIFACT_DIR}/candidate_goals.csv")
     mlflow.log_text(text, f"{ARTIFACT_DIR}/starter_spec.yaml")

@@ -225,11 +225,11 @@ class XDM:
         self.c.transport.call(lambda: self.c.schema.putSchema(schema_id, body), what=f"enable {title!r} for Profile")
         log.info("schema %r enabled for Profile", title)
 
-    def tenant_fields(self, schema_id: str) -> set[str]:
-        """Names of the custom fields (under ``_{tenant}``) the schema's field groups define."""
+    def _custom_properties(self, schema: dict) -> dict[str, dict]:
+        """The custom fields (under ``_{tenant}``) that a schema's field groups define, by name."""
         tenant = f"_{self.tenant_id()}"
-        out: set[str] = set()
-        for ref in self.get("schemas", schema_id).get("allOf") or []:
+        out: dict[str, dict] = {}
+        for ref in schema.get("allOf") or []:
             fg_id = ref.get("$ref", "") if isinstance(ref, dict) else ""
             if "/mixins/" not in fg_id and "/fieldgroups/" not in fg_id:
                 continue
@@ -237,9 +237,13 @@ class XDM:
                 fg = self.get("fieldgroups", fg_id)
             except AEPNotFound:
                 continue
-            out |= set(fg.get("definitions", {}).get("customFields", {}).get("properties", {})
-                       .get(tenant, {}).get("properties", {}))
+            out |= (fg.get("definitions", {}).get("customFields", {}).get("properties", {})
+                    .get(tenant, {}).get("properties", {}))
         return out
+
+    def tenant_fields(self, schema_id: str) -> set[str]:
+        """Names of the custom fields (under ``_{tenant}``) the schema's field groups define."""
+        return set(self._custom_properties(self.get("schemas", schema_id)))
 
     def schema_fields(self, schema_id: str) -> dict[str, str]:
         """The schema's leaf fields ``{path: XDM type}`` from its expanded form (``xed-full``);
@@ -253,19 +257,8 @@ class XDM:
         if isinstance(full, dict) and full.get("properties"):
             return fields.from_xdm(full)
         tenant = f"_{self.tenant_id()}"
-        types = {}
-        for ref in (full or {}).get("allOf") or []:
-            fg_id = ref.get("$ref", "") if isinstance(ref, dict) else ""
-            if "/mixins/" not in fg_id and "/fieldgroups/" not in fg_id:
-                continue
-            try:
-                fg = self.get("fieldgroups", fg_id)
-            except AEPNotFound:
-                continue
-            props = (fg.get("definitions", {}).get("customFields", {}).get("properties", {})
-                     .get(tenant, {}).get("properties", {}))
-            types |= {f"{tenant}.{k}": v for k, v in fields.from_xdm({"properties": props}).items()}
-        return types
+        props = self._custom_properties(full if isinstance(full, dict) else {})
+        return {f"{tenant}.{k}": v for k, v in fields.from_xdm({"properties": props}).items()}
 
     def schema_is_profile(self, schema_id: str) -> bool:
         return UNION_TAG in (self.get("schemas", schema_id).get("meta:immutableTags") or [])
