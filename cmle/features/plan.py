@@ -11,6 +11,7 @@ later steps can show readable names.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from cmle.columns import META_COLUMNS
@@ -18,6 +19,9 @@ from cmle.features.spec import FeatureSpec
 from cmle.modelspec.model import EventTypeFeature, ModelSpec, SpecError, slug
 
 NUMERIC, CATEGORICAL = "numeric", "categorical"
+# Names the feature SQL uses for its own columns (cmle/sql/features.sql): no feature may take one.
+_INTERNAL = re.compile(r"^(us|k|d|g|e|look_us|first_seen_us|goals_before|goals_after|last_us|eligible_events|"
+                       r"known_ts|eligible_profile|day_mask_\d+|v\d+|a\d+)$", re.IGNORECASE)
 ACTIVITY_GROUP = "activity"
 _AGG_WORDS = {"sum": "Total", "avg": "Average", "max": "Largest", "min": "Smallest", "count": "Number of values of"}
 
@@ -144,10 +148,11 @@ def make_plan(spec: ModelSpec, tenant: str, windows: FeatureSpec | None = None,
     infos = _infos(spec, w, events)
     seen: set[str] = set()
     for info in infos:
-        if info.name in seen or info.name in META_COLUMNS:
+        key = info.name.lower()  # Spark resolves names regardless of case
+        if key in seen or info.name in META_COLUMNS or _INTERNAL.match(info.name):
             raise SpecError(f"the feature name {info.name!r} is produced twice (or is reserved); rename the feature "
                             f"from {info.source or info.group}", spec.source, spec.line("features"), ("features",))
-        seen.add(info.name)
+        seen.add(key)
     if not infos:
         raise SpecError("the spec defines no feature: list features.event_types, use features.auto, keep "
                         "features.activity, or add profile attributes", spec.source, spec.line("features"),

@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass
 
 import mlflow
 import pandas as pd
