@@ -126,10 +126,11 @@ def bench(n_profiles: int, repeats: int, threads: int, seed: int, end: str, base
         floor = (f"SELECT _{tenant}.userid AS userid, COUNT(*) AS events FROM {render.quote_table(events.table)} "
                  f"GROUP BY _{tenant}.userid")
         jobs = [(label, q.sql, len(q.feature_columns)) for label, q in queries.items()] + [("floor", floor, 1)]
-        if baseline:
+        if baseline:  # each right after its counterpart, so both meet the same moment of the machine
             old = baseline_sql(baseline, events.table, profiles.table, tenant, t, now)
-            jobs += [("pit @ baseline", old["training"], len(queries["pit"].feature_columns)),
-                     ("score @ baseline", old["scoring"], len(queries["score"].feature_columns))]
+            for label, kind in (("pit", "training"), ("score", "scoring")):
+                at = next(i for i, job in enumerate(jobs) if job[0] == label)
+                jobs.insert(at + 1, (f"{label} @ baseline", old[kind], len(queries[label].feature_columns)))
         names = {label: naming.table_name(f"cmle_bench_{label}_{OWNER}") for label, _, _ in jobs}
         timed = time_ctas(platform, [(names[label], sql) for label, sql, _ in jobs], repeats)
         results = []
