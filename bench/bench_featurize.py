@@ -5,7 +5,7 @@ seeded), ingests it into a fresh local platform as the ``synthetic`` stage does,
 times the CTAS of:
 
 * ``pit``  - the point-in-time training set (this package's feature SQL, 74 features);
-* ``pit, no windows`` - the same with ``windows=""`` (35 features: no 7/14/28-day counts),
+* ``pit, no windows`` - the same without recent windows (35 features: no 7/14/28-day counts),
   to show what the recent-window counts cost;
 * ``score``- the point-in-time scoring set ("now", every not-yet-converted profile);
 * ``cmle`` - the baseline: the CMLE notebooks' running-window SQL (framing ``cmle``,
