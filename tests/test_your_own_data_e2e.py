@@ -29,7 +29,7 @@ def _params(**extra):
 
 
 def test_retail_export_to_scores_and_a_starter_spec(settings, tmp_cwd):
-    retail.write_export(tmp_cwd / "export", users=1000, weeks=13, seed=21, bad_rows=0.01)
+    retail.write_export(tmp_cwd / "export", users=2500, weeks=13, seed=21, bad_rows=0.01)
     spec = str(MODELS / "retail.yaml")
     loaded = run_stage("load", settings, {"files": str(tmp_cwd / "export" / "events"), "spec": spec})
     assert loaded["rows_rejected"] > 0 and set(loaded["rejected"]) == {"missing identity", "missing timestamp"}
