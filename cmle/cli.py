@@ -30,6 +30,23 @@ class _Parser(argparse.ArgumentParser):
         raise ParameterError(f"{message} (`{self.prog} --help` lists the parameters)")
 
 
+# Job parameters of the Databricks job that are no stage's parameter (databricks.yml).
+JOB_ONLY_PARAMETERS = ("synthetic",)
+_OTHER = "_other__"
+
+
+def other_parameters(stage: Stage) -> list[str]:
+    """Parameters of the other stages (and of the Databricks job) that ``stage`` accepts and ignores.
+
+    Databricks pushes every job parameter down to every Python wheel task as ``--name=value``;
+    accepting the pipeline's parameters everywhere lets a run set, say, ``min_positives`` or
+    ``spec`` without the tasks that do not use them refusing the run. Unknown names (typos)
+    are still refused."""
+    own = {p.name for p in stage.params} | {"config"}
+    names = {p.name for s in ALL_STAGES for p in get_stage(s).params} | set(JOB_ONLY_PARAMETERS)
+    return sorted(names - own)
+
+
 def _parser(stage: Stage, prog: str) -> argparse.ArgumentParser:
     # Each help text states its default once (no ArgumentDefaultsHelpFormatter on top).
     parser = _Parser(prog=prog, description=stage.help)
@@ -42,6 +59,8 @@ def _parser(stage: Stage, prog: str) -> argparse.ArgumentParser:
         flags = sorted({f"--{p.name}", f"--{p.name.replace('_', '-')}"})
         parser.add_argument(*flags, dest=p.name, default=None, metavar=p.type.__name__.upper(),
                             help=f"{p.help} (default: {p.default!r})")
+    for name in other_parameters(stage):
+        parser.add_argument(f"--{name}", dest=_OTHER + name, default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -55,6 +74,9 @@ def run_cli(name: str, argv: Sequence[str] | None = None) -> int:
         args = _parser(stage, f"cmle {name}").parse_args(argv)
         verbose = args.verbose
         log_file = _log_to_file(args.log_file or os.environ.get("CMLE_LOG_FILE") or None, verbose)
+        ignored = sorted(k[len(_OTHER):] for k, v in vars(args).items() if k.startswith(_OTHER) and v is not None)
+        if ignored:
+            log.info("cmle %s: not its parameters, ignored: %s", name, ", ".join(ignored))
         params = {p.name: getattr(args, p.name) for p in stage.params if getattr(args, p.name) is not None}
         # empty strings from MLproject defaults mean "use the default"
         params = {k: v for k, v in params.items() if not (isinstance(v, str) and v == "" and
@@ -148,6 +170,7 @@ score = _script("score")
 ingest = _script("ingest")
 audience = _script("audience")
 main_pipeline = _script("main")
+load = _script("load")
 cleanup = _script("cleanup")
 deploy = _script("deploy")
 

@@ -137,11 +137,20 @@ class MLflowSettings:
 
 
 @dataclass(frozen=True)
+class ModelSettings:
+    """Section ``[Model]``."""
+
+    spec: str = _meta(default="conf/models/synthetic.yaml",
+                      help="model spec (YAML): the data, the goal and the features; see docs/model-spec.md")
+
+
+@dataclass(frozen=True)
 class Settings:
     platform: PlatformSettings = field(default_factory=PlatformSettings)
     authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
     cloud: CloudSettings = field(default_factory=CloudSettings)
     mlflow: MLflowSettings = field(default_factory=MLflowSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
     source: str = ""  # the file the settings came from, for messages
 
     @property
@@ -175,6 +184,7 @@ SECTIONS: dict[str, type] = {
     "Authentication": AuthenticationSettings,
     "Cloud": CloudSettings,
     "MLflow": MLflowSettings,
+    "Model": ModelSettings,
 }
 
 

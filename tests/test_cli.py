@@ -67,3 +67,26 @@ def test_param_rejects(param, raw):
 def test_unknown_param_is_refused():
     with pytest.raises(ParameterError, match="unknown parameter 'nope'"):
         get_stage("cleanup").resolve({"nope": 1})
+
+
+def test_job_parameters_of_other_stages_are_accepted_and_ignored(tmp_cwd, capsys):
+    """Databricks pushes every job parameter to every wheel task as --name=value."""
+    argv = ["--dry_run=true", "--min_positives=50", "--spec=conf/models/retail.yaml", "--profiles=10",
+            "--synthetic=false", "--config="]
+    assert run_cli("cleanup", argv) == 0
+    assert json.loads(capsys.readouterr().out)["dry_run"] is True
+    run = mlflow.search_runs(experiment_names=["cmle"], output_format="list")[0]
+    assert "min_positives" not in run.data.params and "spec" not in run.data.params
+    # a name no stage knows is still a mistake
+    with pytest.raises(SystemExit):
+        run_cli("cleanup", ["--min_positivs=50"])
+
+
+def test_every_stage_accepts_every_pipeline_parameter():
+    from cmle.cli import JOB_ONLY_PARAMETERS, other_parameters
+    from cmle.stages import ALL_STAGES
+
+    everything = {p.name for s in ALL_STAGES for p in get_stage(s).params} | set(JOB_ONLY_PARAMETERS)
+    for name in ALL_STAGES:
+        stage = get_stage(name)
+        assert {p.name for p in stage.params} | set(other_parameters(stage)) | {"config"} >= everything

@@ -14,8 +14,9 @@ for what this bundle uses:
   ``artifacts`` and ``resources`` are merged over the top level (job tasks by ``task_key``,
   job clusters by ``job_cluster_key``, environments by ``environment_key``, parameters by
   ``name``);
-- ``mode: development``: the job name gets the ``[dev <short_name>]`` prefix, a ``dev`` tag,
-  and its schedule is paused.
+- ``mode: development``: every workspace path must hold the user's name (the CLI refuses the
+  bundle otherwise: :func:`check_development_paths`); the job name gets the
+  ``[dev <short_name>]`` prefix, a ``dev`` tag, and its schedule is paused.
 
 Everything here is pure: no workspace calls. The current user, when needed, is passed in.
 """
@@ -236,6 +237,20 @@ def _development(settings: dict[str, Any], user_name: str) -> dict[str, Any]:
     return settings
 
 
+def check_development_paths(workspace: Mapping[str, str], user_name: str | None, target: str) -> None:
+    """The Databricks CLI's rule for ``mode: development``: every workspace path (root, files,
+    artifacts) holds the current user's name or short name (or starts with ``~/``), so that two
+    developers' deployments never share a folder. ConfigError naming the first path that does not."""
+    names = ([user_name, short_name(user_name)] if user_name else
+             ["${workspace.current_user.userName}", "${workspace.current_user.short_name}"])
+    for key in _WORKSPACE_PATHS:
+        path = str(workspace.get(key) or "")
+        if path and not path.startswith("~/") and not any(n in path for n in names):
+            raise ConfigError(f"bundle target {target}: workspace.{key} = {path} must contain the current user name "
+                              "(${workspace.current_user.short_name}) or start with ~/ in mode: development; the "
+                              "Databricks CLI refuses it otherwise")
+
+
 def _context(bundle: Mapping[str, Any], target: str, variables: Mapping[str, Any] | None,
              env: Mapping[str, str] | None, user_name: str | None, keep: tuple[str, ...]) -> dict[str, Any]:
     """What ``${...}`` references resolve against: ``bundle``, ``var`` and ``workspace`` (paths, user)."""
@@ -284,6 +299,7 @@ def resolve_job(path: str | os.PathLike = DEFAULT_BUNDLE, target: str | None = N
     if not settings.get("name"):
         raise ConfigError(f"{where}: the job has no name")
     if mode == "development":
+        check_development_paths(context["workspace"], user_name, target)
         settings = _development(settings, user_name or USER_PLACEHOLDER)
     artifacts = interpolate(merge(bundle.get("artifacts") or {}, tdef.get("artifacts") or {}), context, keep)
     return BundleJob(bundle_name=context["bundle"]["name"], target=target, mode=mode, key=job, settings=settings,

@@ -45,12 +45,16 @@ def _in_catalog(spark: "SparkSession", table: str) -> bool:
         return False
 
 
-def stage_sources(spark: "SparkSession", ctx: "Context", query: FeatureQuery, folder: Path) -> dict[str, str]:
+def stage_sources(spark: "SparkSession", ctx: "Context", query: FeatureQuery, folder: Path,
+                  sources: tuple["Dataset", ...] = ()) -> dict[str, str]:
     """``{table: Parquet path}`` for each table of ``query`` that the Spark catalog lacks: the
-    platform dataset of that table, written under ``folder``."""
-    owner = ctx.owner
-    datasets = [ctx.platform.find_dataset(n) for n in (naming.events_dataset(owner), naming.profiles_dataset(owner))]
-    by_table = {ds.table: ds for ds in datasets if ds is not None}
+    platform dataset of that table (among ``sources``, default the synthetic datasets),
+    written under ``folder``."""
+    if not sources:
+        owner = ctx.owner
+        sources = tuple(ctx.platform.find_dataset(n) for n in (naming.events_dataset(owner),
+                                                                naming.profiles_dataset(owner)))
+    by_table = {ds.table: ds for ds in sources if ds is not None}
     staged = {}
     for table in query.tables.values():
         if _in_catalog(spark, table):
@@ -59,7 +63,7 @@ def stage_sources(spark: "SparkSession", ctx: "Context", query: FeatureQuery, fo
         ds = by_table.get(table)
         if ds is None:
             raise NotFoundError(f"the feature SQL reads {table}, which is neither a table in the Spark catalog nor "
-                                "a dataset on the platform; run the synthetic stage (or ingest events) first")
+                                "a dataset on the platform; run the synthetic stage (or load your events) first")
         import pyarrow.parquet as pq
 
         path = folder / f"{table}.parquet"
@@ -68,13 +72,15 @@ def stage_sources(spark: "SparkSession", ctx: "Context", query: FeatureQuery, fo
     return staged
 
 
-def create_table_as(ctx: "Context", name: str, query: FeatureQuery) -> "Dataset":
-    """Run ``query`` on Spark and make its rows the platform dataset ``name`` (created or replaced)."""
+def create_table_as(ctx: "Context", name: str, query: FeatureQuery,
+                    sources: tuple["Dataset", ...] = ()) -> "Dataset":
+    """Run ``query`` on Spark and make its rows the platform dataset ``name`` (created or replaced);
+    ``sources`` are the datasets the query reads (see :func:`stage_sources`)."""
     from cmle.spark import get_spark, run_sql
 
     spark = get_spark(storage_url=ctx.settings.storage_url)  # the session score reuses: it reads storage
     with tempfile.TemporaryDirectory(prefix="cmle-spark-sources-") as tmp:
-        staged = stage_sources(spark, ctx, query, Path(tmp))
+        staged = stage_sources(spark, ctx, query, Path(tmp), sources)
         try:
             rows = run_sql(spark, query.sql, staged).toArrow()  # runs now, while the staged files exist
         finally:

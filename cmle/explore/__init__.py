@@ -101,27 +101,33 @@ def cooccurrence_matrix(cooc: pd.DataFrame) -> pd.DataFrame:
     return cooc.pivot(index="first_type", columns="later_type", values="probability").astype("float64")
 
 
-def explore_events(platform: Platform, table: str, tenant: str, sample_users: int = 0,
-                   timeout_s: float = 600.0) -> Exploration:
+def explore_events(platform: Platform, table: str, tenant, sample_users: int = 0,
+                   timeout_s: float = 600.0, funnel=queries.FUNNEL_STEPS,
+                   goal_types=(CONVERSION_EVENT,)) -> Exploration:
     """Run every exploration query on the events ``table`` and return the shaped results.
 
-    DataCheckError when the table holds no event. ``sample_users`` > 0 limits the
-    correlation (the one per-user query) to that many hash-chosen users.
+    ``tenant`` is the tenant id (the synthetic data's fields) or the :class:`queries.Columns`
+    of a model spec; ``funnel`` its steps (none: no funnel); ``goal_types`` the event types
+    that are the goal (left out of the correlation with it). DataCheckError when the table
+    holds no event. ``sample_users`` > 0 limits the correlation (the one per-user query) to
+    that many hash-chosen users.
     """
     ran: dict[str, str] = {}
     totals = shape_totals(_run(platform, "totals", queries.totals_sql(table, tenant), timeout_s, ran).iloc[0])
     if totals["events"] == 0:
         raise DataCheckError(f"the events table {table} holds no event; run the synthetic stage "
-                             "(or ingest experience events) first")
+                             "(or load your experience events with `cmle load`) first")
     mix = shape_event_mix(_run(platform, "event_mix", queries.event_mix_sql(table, tenant), timeout_s, ran), totals)
-    funnel = _run(platform, "funnel", queries.funnel_sql(table, tenant), timeout_s, ran)
+    funnel = (_run(platform, "funnel", queries.funnel_sql(table, tenant, steps=tuple(funnel)), timeout_s, ran)
+              if funnel else pd.DataFrame(columns=["step", "event_type", "users", "users_in_order",
+                                                   "conversion_from_previous", "conversion_from_first"]))
     types = list(mix["event_type"][:MAX_EVENT_TYPES])
     if len(mix) > MAX_EVENT_TYPES:
         log.warning("%d event types: co-occurrence and correlation use the %d most frequent",
                     len(mix), MAX_EVENT_TYPES)
     cooc = _run(platform, "cooccurrence", queries.cooccurrence_sql(table, tenant, types), timeout_s, ran)
-    # The conversion event correlates with itself by construction: leave it out.
-    predictors = [t for t in types if t != CONVERSION_EVENT]
+    # The goal correlates with itself by construction: leave it out.
+    predictors = [t for t in types if t not in set(goal_types)]
     if predictors:
         row = _run(platform, "correlation",
                    queries.correlation_sql(table, tenant, predictors, sample_users), timeout_s, ran).iloc[0]

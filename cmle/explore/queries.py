@@ -14,14 +14,19 @@ What the CMLE notebooks got wrong and these queries do instead (reference §2.5)
   self-joining every event, so its cost grows with users × types, not events²;
 * the correlation uses the event types found in the data (no misspelled types that are
   always 0, no duplicates).
+
+Which fields hold the identity, the time and the event type, and what the goal is, come
+from the model spec (:class:`Columns`); a tenant id alone means the synthetic data's.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from cmle.columns import CONVERSION_EVENT
 from cmle.errors import DataCheckError, ParameterError
+from cmle.modelspec.paths import EVENT_TYPE
 
 # The email funnel of the notebooks, in order; it ends in the conversion event.
 FUNNEL_STEPS = (
@@ -32,9 +37,6 @@ FUNNEL_STEPS = (
 )
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# XDM event types are dotted names; anything else is refused rather than escaped, because
-# Spark and DuckDB escape quotes in string literals differently.
-_EVENT_TYPE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]*$")
 
 
 def _identifier(value: str, what: str) -> str:
@@ -45,7 +47,7 @@ def _identifier(value: str, what: str) -> str:
 
 def event_literal(event_type: str) -> str:
     """``event_type`` as a SQL string literal; DataCheckError for a name no XDM event type has."""
-    if not isinstance(event_type, str) or not _EVENT_TYPE.match(event_type):
+    if not isinstance(event_type, str) or not EVENT_TYPE.match(event_type):
         raise DataCheckError(f"event type {event_type!r} is not a dotted XDM event type name; "
                              "fix the eventType values of the events dataset")
     return f"'{event_type}'"
@@ -55,22 +57,51 @@ def _in_list(event_types) -> str:
     return ", ".join(event_literal(e) for e in event_types)
 
 
-def user_column(tenant: str) -> str:
-    """The identity column of an events table, ``_{tenant}.userid``."""
-    return f"_{_identifier(tenant, 'tenant id')}.userid"
+@dataclass(frozen=True)
+class Columns:
+    """Spark SQL of the fields the exploration reads: the identity, the event time, the event
+    type, and the goal (a predicate on an event row)."""
+
+    user: str
+    ts: str
+    event_type: str
+    goal: str
+
+    @classmethod
+    def of(cls, spec, tenant: str) -> "Columns":
+        """The columns a model spec names, for ``tenant``."""
+        from cmle.modelspec.data import goal_predicate
+
+        ev = spec.events
+        return cls(user=ev.identity.resolve(tenant).sql(), ts=ev.timestamp.resolve(tenant).sql(),
+                   event_type=ev.event_type.resolve(tenant).sql(), goal=goal_predicate(spec, tenant))
+
+
+def columns(tenant_or_columns) -> Columns:
+    """:class:`Columns` as given, or the synthetic spec's for a tenant id."""
+    if isinstance(tenant_or_columns, Columns):
+        return tenant_or_columns
+    from cmle.modelspec import spec_for_synthetic
+
+    return Columns.of(spec_for_synthetic(), _identifier(tenant_or_columns, "tenant id"))
+
+
+def user_column(tenant) -> str:
+    """The identity expression of an events table (the synthetic data's: ``_{tenant}.userid``)."""
+    return columns(tenant).user
 
 
 def totals_sql(table: str, tenant: str) -> str:
     """One row: ``events``, ``users`` (distinct identities), ``converted_users`` (users with
     the conversion event), ``first_event``, ``last_event``."""
-    uid = user_column(tenant)
+    c = columns(tenant)
+    uid = c.user
     return (
         f"SELECT COUNT(*) AS events,\n"
         f"       COUNT(DISTINCT {uid}) AS users,\n"
-        f"       COUNT(DISTINCT CASE WHEN eventType = {event_literal(CONVERSION_EVENT)} THEN {uid} END)"
-        f" AS converted_users,\n"
-        f"       MIN(timestamp) AS first_event,\n"
-        f"       MAX(timestamp) AS last_event\n"
+        f"       COUNT(DISTINCT CASE WHEN {c.goal} THEN {uid} END) AS converted_users,\n"
+        f"       MIN({c.ts}) AS first_event,\n"
+        f"       MAX({c.ts}) AS last_event\n"
         f"FROM {_identifier(table, 'table')}"
     )
 
@@ -78,13 +109,15 @@ def totals_sql(table: str, tenant: str) -> str:
 def event_mix_sql(table: str, tenant: str) -> str:
     """One row per event type: ``event_type``, ``users`` (distinct identities with it),
     ``events``; most frequent first."""
-    uid = user_column(tenant)
+    c = columns(tenant)
+    uid = c.user
     return (
-        f"SELECT eventType AS event_type,\n"
+        f"SELECT {c.event_type} AS event_type,\n"
         f"       COUNT(DISTINCT {uid}) AS users,\n"
         f"       COUNT(*) AS events\n"
         f"FROM {_identifier(table, 'table')}\n"
-        f"GROUP BY eventType\n"
+        f"WHERE {uid} IS NOT NULL\n"
+        f"GROUP BY {c.event_type}\n"
         f"ORDER BY events DESC, event_type"
     )
 
@@ -97,12 +130,13 @@ def funnel_sql(table: str, tenant: str, steps=FUNNEL_STEPS) -> str:
     ``users_in_order``; NULL for step 1's previous)."""
     if len(steps) < 2 or len(set(steps)) != len(steps):
         raise ParameterError(f"a funnel needs at least two distinct steps, got {list(steps)}")
-    uid = user_column(tenant)
+    c = columns(tenant)
+    uid = c.user
     ctes = [
         f"step_events AS (\n"
-        f"  SELECT {uid} AS userid, eventType AS event_type, timestamp AS ts\n"
+        f"  SELECT {uid} AS userid, {c.event_type} AS event_type, {c.ts} AS ts\n"
         f"  FROM {_identifier(table, 'table')}\n"
-        f"  WHERE eventType IN ({_in_list(steps)})\n)",
+        f"  WHERE {c.event_type} IN ({_in_list(steps)}) AND {uid} IS NOT NULL\n)",
         "any_order AS (\n"
         "  SELECT event_type, COUNT(DISTINCT userid) AS users FROM step_events GROUP BY event_type\n)",
         f"reached_1 AS (\n"
@@ -149,14 +183,15 @@ def cooccurrence_sql(table: str, tenant: str, event_types) -> str:
     types = list(dict.fromkeys(event_types))
     if not types:
         raise ParameterError("co-occurrence needs at least one event type")
-    uid = user_column(tenant)
+    c = columns(tenant)
+    uid = c.user
     return (
         f"WITH per_type AS (\n"
-        f"  SELECT {uid} AS userid, eventType AS event_type,\n"
-        f"         MIN(timestamp) AS first_ts, MAX(timestamp) AS last_ts, COUNT(*) AS n\n"
+        f"  SELECT {uid} AS userid, {c.event_type} AS event_type,\n"
+        f"         MIN({c.ts}) AS first_ts, MAX({c.ts}) AS last_ts, COUNT(*) AS n\n"
         f"  FROM {_identifier(table, 'table')}\n"
-        f"  WHERE eventType IN ({_in_list(types)})\n"
-        f"  GROUP BY {uid}, eventType\n"
+        f"  WHERE {c.event_type} IN ({_in_list(types)}) AND {uid} IS NOT NULL\n"
+        f"  GROUP BY {uid}, {c.event_type}\n"
         f"),\n"
         f"type_users AS (\n"
         f"  SELECT event_type, COUNT(*) AS users FROM per_type GROUP BY event_type\n"
@@ -194,23 +229,24 @@ def correlation_sql(table: str, tenant: str, event_types, sample_users: int = 0)
         raise ParameterError(f"correlation needs distinct event types, got {types}")
     if sample_users < 0:
         raise ParameterError(f"sample_users must be 0 (all users) or positive, got {sample_users}")
-    uid = user_column(tenant)
+    c = columns(tenant)
+    uid = c.user
     table = _identifier(table, "table")
     ctes = []
-    where = ""
+    where = f"  WHERE {uid} IS NOT NULL\n"
     if sample_users:
         ctes.append(
             f"sampled AS (\n"
-            f"  SELECT userid FROM (SELECT DISTINCT {uid} AS userid FROM {table}) u\n"
+            f"  SELECT userid FROM (SELECT DISTINCT {uid} AS userid FROM {table} WHERE {uid} IS NOT NULL) u\n"
             f"  ORDER BY md5(userid), userid\n"
             f"  LIMIT {int(sample_users)}\n)")
         where = f"  WHERE {uid} IN (SELECT userid FROM sampled)\n"
     counts = ",\n".join(
-        f"    SUM(CASE WHEN eventType = {event_literal(e)} THEN 1 ELSE 0 END) AS n_{i}" for i, e in enumerate(types))
+        f"    SUM(CASE WHEN {c.event_type} = {event_literal(e)} THEN 1 ELSE 0 END) AS n_{i}" for i, e in enumerate(types))
     ctes.append(
         f"per_user AS (\n"
         f"  SELECT {uid} AS userid,\n{counts},\n"
-        f"    MAX(CASE WHEN eventType = {event_literal(CONVERSION_EVENT)} THEN 1 ELSE 0 END) AS converted\n"
+        f"    MAX(CASE WHEN {c.goal} THEN 1 ELSE 0 END) AS converted\n"
         f"  FROM {table}\n{where}"
         f"  GROUP BY {uid}\n)")
     stats = ",\n".join(

@@ -21,7 +21,10 @@ from string import Template
 
 from cmle.columns import CONVERSION_EVENT, ID_COLUMN, LABEL_COLUMN, SNAPSHOT_COLUMN
 from cmle.features import spec as fspec
-from cmle.features.spec import EVENT_FEATURES, NOTEBOOK_FEATURES, FeatureSpec
+from cmle.features.plan import FeaturePlan, make_plan
+from cmle.features.spec import NOTEBOOK_FEATURES, FeatureSpec
+from cmle.modelspec import ModelSpec, spec_for_synthetic
+from cmle.modelspec.paths import event_type_literal
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MINUTE_US = "6e7"  # microseconds per minute, a DOUBLE literal on both engines
@@ -115,39 +118,6 @@ def _minutes_before(t_us: int, earlier_us: str) -> str:
     return f"({t_us} - {earlier_us}) / {_MINUTE_US}"
 
 
-def _conversion_code() -> int:
-    """The event-type code ``k`` of the conversion: after the codes of :data:`EVENT_FEATURES`."""
-    return len(EVENT_FEATURES)
-
-
-def _event_code() -> str:
-    """The CASE that maps ``eventType`` to its code ``k`` (-1 for a type without features)."""
-    types = [f.event_type for f in EVENT_FEATURES] + [CONVERSION_EVENT]
-    whens = " ".join(f"WHEN '{_string(ty)}' THEN {i}" for i, ty in enumerate(types))
-    return f"CASE eventType {whens} ELSE -1 END"
-
-
-def _event_aggregates(fs: FeatureSpec, t_us: int) -> list[str]:
-    """Per-profile aggregates of the look-back window [T - lookback, T) and its recent windows.
-
-    They read the per-event integers of ``ev_days`` (see ``features.sql``): ``k`` the type
-    code, ``d`` the look-back day (NULL outside the look-back), ``us`` the time.
-    """
-    aggs: list[str] = []
-    for code, f in enumerate(EVENT_FEATURES):
-        is_type = f"k = {code}"
-        aggs.append(f"COUNT(CASE WHEN {is_type} THEN d END) AS {f.count}")
-        aggs += [f"COUNT(CASE WHEN {is_type} AND d < {w} THEN 1 END) AS {f.count}_{w}d" for w in fs.recent_windows]
-        aggs.append(f"{_minutes_before(t_us, f'MAX(CASE WHEN {is_type} THEN look_us END)')} "
-                    f"AS {f.recency}")
-    aggs.append("COUNT(d) AS events")
-    aggs += [f"COUNT(CASE WHEN d < {w} THEN 1 END) AS events_{w}d" for w in fs.recent_windows]
-    aggs += _active_day_masks(fs.lookback_days)
-    aggs.append(f"{_minutes_before(t_us, 'MAX(look_us)')} AS minutes_since_last_event")
-    aggs.append(f"{_minutes_before(t_us, 'MIN(look_us)')} AS minutes_since_first_event")
-    return aggs
-
-
 def _active_day_masks(lookback_days: int) -> list[str]:
     """Aggregates ``day_mask_{i}``: bit d set when the profile had an event in the day
     [T - (d + 1) days, T - d days) (a calendar day when T is a midnight).
@@ -175,55 +145,232 @@ def _rate(numerator: str, denominator: str) -> str:
     return f"CAST(u.{numerator} AS DOUBLE) / NULLIF(u.{denominator}, 0)"
 
 
-def _output_features(t: dt.datetime, fs: FeatureSpec) -> list[str]:
-    """Output expressions; profiles without events get counts 0 and recency NULL."""
-    by_type = {f.event_type: f.count for f in EVENT_FEATURES}
-    sent, opened, clicked = (by_type[f"directMarketing.{e}"] for e in ("emailSent", "emailOpened", "emailClicked"))
-    derived = {
-        "active_days": _active_days(fs.lookback_days),
-        "email_open_rate": _rate(opened, sent),
-        "email_click_rate": _rate(clicked, opened),
-        "tenure_days": f"CAST(DATEDIFF(CAST({ts_literal(t)} AS DATE), CAST(p.signup_ts AS DATE)) AS BIGINT)",
-    }
-    nullable = {f.recency for f in EVENT_FEATURES} | {"minutes_since_last_event", "minutes_since_first_event"}
-    profile = set(fspec.PROFILE_NUMERIC) | set(fspec.PROFILE_CATEGORICAL)
-    exprs = []
-    for col in fspec.feature_columns(fs):
-        if col in derived:
-            expr = derived[col]
-        elif col in profile:
-            expr = f"p.{col}"
-        elif col in nullable:
-            expr = f"u.{col}"
-        else:  # a count: 0 for a profile without events
-            expr = f"COALESCE(u.{col}, 0)"
-        exprs.append(f"{expr} AS {col}")
-    return exprs
+def _type_list(types) -> str:
+    return ", ".join(event_type_literal(t) for t in types)
 
 
-def pit_sql(kind: str, events: str, profiles: str, tenant: str, snapshot: dt.datetime | dt.date,
-            fs: FeatureSpec = FeatureSpec()) -> str:
-    """Spark SQL of the point-in-time training set (with ``label``) or scoring set at ``snapshot``."""
+def _type_test(expr: str, types) -> str:
+    """``expr = 'a'`` or ``expr IN ('a', 'b')``."""
+    types = list(types)
+    return f"{expr} = {event_type_literal(types[0])}" if len(types) == 1 else f"{expr} IN ({_type_list(types)})"
+
+
+class _Sql:
+    """The pieces of one point-in-time query, from a :class:`FeaturePlan`."""
+
+    def __init__(self, plan: FeaturePlan, kind: str, t: dt.datetime, profiles_table: str | None):
+        self.plan, self.kind, self.t, self.profiles_table = plan, kind, t, profiles_table
+        spec = plan.spec
+        self.spec, self.goal, self.elig, self.f = spec, spec.goal, spec.eligibility, spec.features
+        tenant = plan.tenant
+        self.identity = spec.events.identity.resolve(tenant).sql()
+        self.ts = spec.events.timestamp.resolve(tenant).sql()
+        self.etype = spec.events.event_type.resolve(tenant).sql()
+        self.t_us = unix_micros(t)
+        self.training = kind == TRAINING
+        self.end = t + dt.timedelta(days=plan.windows.outcome_days) if self.training else t
+        # k: feature types first (their index), then the goal's types when the goal is types only
+        self.types = [f.event_type for f in plan.event_features]
+        if self.goal.condition is None:
+            self.types += [g for g in self.goal.event_types if g not in self.types]
+        self.code = {ty: i for i, ty in enumerate(self.types)}
+
+    # --- per event -------------------------------------------------------------------------
+    def event_code(self) -> str:
+        if not self.types:
+            return "-1"
+        whens = " ".join(f"WHEN {event_type_literal(ty)} THEN {i}" for i, ty in enumerate(self.types))
+        return f"CASE {self.etype} {whens} ELSE -1 END"
+
+    def goal_raw(self) -> str | None:
+        """The goal as a predicate on the event row (None: any event)."""
+        g, tenant = self.goal, self.plan.tenant
+        parts = []
+        if g.event_types:
+            parts.append(_type_test(self.etype, g.event_types))
+        if g.condition is not None:
+            parts.append(f"({g.condition.sql(tenant)})")
+        return " AND ".join(parts) if parts else None
+
+    def event_columns(self) -> list[tuple[str, str]]:
+        """(alias, expression) of the per-event extras: g (goal flag), e (eligibility flag), v0..."""
+        tenant = self.plan.tenant
+        cols = []
+        if self.goal.condition is not None:
+            cols.append(("g", f"CASE WHEN {self.goal_raw()} THEN 1 ELSE 0 END"))
+        if self.elig.event_condition is not None:
+            cols.append(("e", f"CASE WHEN {self.elig.event_condition.sql(tenant)} THEN 1 ELSE 0 END"))
+        for i, n in enumerate(self.f.numeric):
+            value = n.field.resolve(tenant).sql()
+            if not n.field.has_array:
+                value = f"CAST({value} AS DOUBLE)"
+            if n.event_types:
+                value = f"CASE WHEN {_type_test(self.etype, n.event_types)} THEN {value} END"
+            cols.append((f"v{i}", value))
+        return cols
+
+    def scan_after_t(self) -> str:
+        raw = self.goal_raw()
+        if raw is None:  # any event is the goal: read every event up to the scan's end
+            return ""
+        # after T only goal events matter (the label); other events there are left out early
+        return f"\n    AND ({self.ts} < {ts_literal(self.t)} OR {raw})"
+
+    # --- per profile ------------------------------------------------------------------------
+    def goal_agg(self) -> str | None:
+        """The goal as a predicate on ev_days (None: any event)."""
+        if self.goal.condition is not None:
+            return "g = 1"
+        if self.goal.event_types:
+            codes = [str(self.code[g]) for g in self.goal.event_types]
+            return f"k = {codes[0]}" if len(codes) == 1 else f"k IN ({', '.join(codes)})"
+        return None
+
+    def _when(self, *parts: str | None) -> str:
+        return " AND ".join(p for p in parts if p)
+
+    def user_aggregates(self) -> list[str]:
+        t_us, goal = self.t_us, self.goal_agg()
+        aggs = ["MIN(us) AS first_seen_us"]
+        if self.elig.exclude_goal_reached:
+            aggs.append(f"COUNT(CASE WHEN {self._when(goal, f'us <= {t_us}')} THEN 1 END) AS goals_before")
+        if self.training:
+            window = self._when(goal, f"us > {t_us}", f"us <= {unix_micros(self.end)}")
+            aggs.append(f"COUNT(CASE WHEN {window} THEN 1 END) AS goals_after")
+        if self.elig.active_within_days:
+            aggs.append(f"MAX(CASE WHEN us < {t_us} THEN us END) AS last_us")
+        if self.elig.event_condition is not None:
+            aggs.append("COUNT(CASE WHEN e = 1 AND d IS NOT NULL THEN 1 END) AS eligible_events")
+        windows = self.plan.recent_windows
+        for f in self.plan.event_features:
+            is_type = f"k = {self.code[f.event_type]}"
+            aggs.append(f"COUNT(CASE WHEN {is_type} THEN d END) AS {f.count}")
+            aggs += [f"COUNT(CASE WHEN {is_type} AND d < {w} THEN 1 END) AS {f.count}_{w}d" for w in windows]
+            if self.f.recency:
+                aggs.append(f"{_minutes_before(t_us, f'MAX(CASE WHEN {is_type} THEN look_us END)')} AS {f.recency}")
+        if self.f.activity:
+            aggs.append("COUNT(d) AS events")
+            aggs += [f"COUNT(CASE WHEN d < {w} THEN 1 END) AS events_{w}d" for w in windows]
+            aggs += _active_day_masks(self.plan.windows.lookback_days)
+            aggs.append(f"{_minutes_before(t_us, 'MAX(look_us)')} AS minutes_since_last_event")
+            aggs.append(f"{_minutes_before(t_us, 'MIN(look_us)')} AS minutes_since_first_event")
+        for i, n in enumerate(self.f.numeric):
+            for agg, col in zip(n.aggregations, n.columns()):
+                fn = {"sum": "SUM", "avg": "AVG", "max": "MAX", "min": "MIN", "count": "COUNT"}[agg]
+                aggs.append(f"{fn}(CASE WHEN d IS NOT NULL THEN v{i} END) AS {col}")
+        return aggs
+
+    def profile_parts(self) -> tuple[str, str, str]:
+        """(the prof CTE, the join, the output identity) — empty CTE and join without profiles."""
+        prof = self.spec.profiles
+        if prof is None:
+            return "", "", "u.userid"
+        if not self.profiles_table:
+            raise ValueError("the spec has a profiles section: name the profiles table")
+        tenant = self.plan.tenant
+        ident = prof.identity.resolve(tenant).sql()
+        cols = [f"{ident} AS userid"]
+        self.attr, self.known = {}, ""
+        aliases: dict[str, str] = {}  # aggregate -> its alias: the same aggregate is computed once
+        for i, a in enumerate(prof.attributes):
+            agg = f"{'MIN' if a.kind == 'date' else 'MAX'}({a.field.resolve(tenant).sql()})"
+            if agg not in aliases:
+                aliases[agg] = f"a{i}"
+                cols.append(f"{agg} AS a{i}")
+            self.attr[a.name] = (aliases[agg], a)
+        if prof.known_from is not None:
+            agg = f"MIN({prof.known_from.resolve(tenant).sql()})"
+            self.known = aliases.get(agg, "known_ts")
+            if agg not in aliases:
+                cols.append(f"{agg} AS known_ts")
+        if self.elig.profile_condition is not None:
+            cols.append(f"MAX(CASE WHEN {self.elig.profile_condition.sql(tenant)} THEN 1 ELSE 0 END) "
+                        "AS eligible_profile")
+        # One row per profile even if the profiles dataset holds several records of one.
+        cte = (",\nprof AS (\n  SELECT\n    " + _INDENT.join(cols) + f"\n  FROM {quote_table(self.profiles_table)}\n  WHERE {ident} IS NOT NULL\n"
+               f"  GROUP BY {ident}\n)")
+        return cte, "\nFULL OUTER JOIN prof p ON u.userid = p.userid", "COALESCE(u.userid, p.userid)"
+
+    # --- the output --------------------------------------------------------------------------
+    def label_column(self) -> str:
+        if not self.training:
+            return ""
+        if self.goal.churn:  # 1 when no goal event happened in (T, T + W]
+            expr = "CASE WHEN COALESCE(u.goals_after, 0) = 0 THEN 1 ELSE 0 END"
+        else:  # 1 when the goal happened in (T, T + W]; 0 otherwise, also for a profile without events
+            expr = "LEAST(COALESCE(u.goals_after, 0), 1)"
+        return f"CAST({expr} AS INT) AS {LABEL_COLUMN}{_COL_INDENT}"
+
+    def feature_columns(self) -> list[str]:
+        counts = {f.event_type: f.count for f in self.plan.event_features}
+        lookback = self.plan.windows.lookback_days
+        out = []
+        for info in self.plan.infos:
+            col = info.name
+            if info.group == "profile":
+                alias, attr = self.attr[col]
+                if attr.kind == "date":  # days since the date; NULL for a date after T (no look-ahead)
+                    t_date, date = f"CAST({ts_literal(self.t)} AS DATE)", f"CAST(p.{alias} AS DATE)"
+                    expr = f"CASE WHEN {date} <= {t_date} THEN CAST(DATEDIFF({t_date}, {date}) AS BIGINT) END"
+                else:
+                    expr = f"p.{alias}"
+            elif info.group == "ratio":
+                r = next(x for x in self.f.ratios if x.name == col)
+                expr = _rate(counts[r.numerator], counts[r.denominator])
+            elif col == "active_days" and info.group == "activity":
+                expr = _active_days(lookback)
+            elif info.group == "event_recency" or (info.group == "activity" and col.startswith("minutes_since")):
+                expr = f"u.{col}"
+            elif info.group == "numeric_field" and not col.endswith(("_sum", "_count")):
+                expr = f"u.{col}"
+            else:  # a count or a sum: 0 for a profile without events
+                expr = f"COALESCE(u.{col}, 0)"
+            out.append(f"{expr} AS {col}")
+        return out
+
+    def eligible(self) -> str:
+        t_us = self.t_us
+        conds = []
+        if self.elig.exclude_goal_reached:
+            conds.append("COALESCE(u.goals_before, 0) = 0")
+        known = f"u.first_seen_us < {t_us}"
+        prof = self.spec.profiles
+        if prof is not None:  # known at T: an event before T, or a profile that existed at T
+            since = f" AND (p.{self.known} IS NULL OR p.{self.known} < {ts_literal(self.t)})" if self.known else ""
+            known = f"({known} OR (p.userid IS NOT NULL{since}))"
+        conds.append(known)
+        if self.elig.active_within_days:
+            conds.append(f"u.last_us >= {t_us - self.elig.active_within_days * _DAY_US}")
+        if self.elig.event_condition is not None:
+            conds.append("u.eligible_events > 0")
+        if self.elig.profile_condition is not None:
+            conds.append("p.eligible_profile = 1")
+        return "\n  AND ".join(conds)
+
+
+def pit_sql(kind: str, events: str, profiles: str | None, tenant: str, snapshot: dt.datetime | dt.date,
+            fs: FeatureSpec | None = None, spec: ModelSpec | None = None, plan: FeaturePlan | None = None) -> str:
+    """Spark SQL of the point-in-time training set (with ``label``) or scoring set at ``snapshot``.
+
+    The set is what ``plan`` says (default: the plan of ``spec``, default the synthetic spec,
+    with the windows ``fs``, default the spec's).
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    plan = plan or make_plan(spec or spec_for_synthetic(), tenant, fs)
     t = utc(snapshot)
-    training = kind == TRAINING
-    t_lit, t_us = ts_literal(t), unix_micros(t)
-    end = t + dt.timedelta(days=fs.outcome_days) if training else t
-    conv = _conversion_code()
-    label_agg = (f"COUNT(CASE WHEN k = {conv} AND us > {t_us} AND us <= {unix_micros(end)} THEN 1 END) "
-                 f"AS conversions_after{_INDENT}") if training else ""
-    # 1 if the profile converted in (T, T + W]; 0 otherwise, also for a profile without events
-    label_col = (f"CAST(LEAST(COALESCE(u.conversions_after, 0), 1) AS INT) AS {LABEL_COLUMN}{_COL_INDENT}"
-                 if training else "")
+    q = _Sql(plan, kind, t, profiles)
+    cte, join, user_id = q.profile_parts()
+    extra = q.event_columns()
     return _template("features.sql").substitute(
-        events=quote_table(events), profiles=quote_table(profiles), tenant=tenant_root(tenant),
-        t=t_lit, t_us=str(t_us), lookback_us=str(unix_micros(t - dt.timedelta(days=fs.lookback_days))),
-        day_us=str(_DAY_US), scan_end=ts_literal(end), conversion=_string(CONVERSION_EVENT),
-        conversion_code=str(conv), event_code=_event_code(),
-        label_aggregate=label_agg, label_column=label_col,
-        event_aggregates=_INDENT.join(_event_aggregates(fs, t_us)),
-        feature_columns=_COL_INDENT.join(_output_features(t, fs)),
+        events=quote_table(events), identity=q.identity, ts=q.ts,
+        t=ts_literal(t), t_us=str(q.t_us), lookback_us=str(unix_micros(t - dt.timedelta(days=plan.windows.lookback_days))),
+        day_us=str(_DAY_US), scan_end=ts_literal(q.end), scan_after_t=q.scan_after_t(),
+        event_code=q.event_code(), event_columns="".join(f",\n    {e} AS {a}" for a, e in extra),
+        day_columns="".join(f"\n    {a}," for a, _ in extra),
+        user_aggregates=_INDENT.join(q.user_aggregates()), profile_cte=cte, profile_join=join, user_id=user_id,
+        label_column=q.label_column(), feature_columns=_COL_INDENT.join(q.feature_columns()),
+        eligible=q.eligible(),
     )
 
 
@@ -244,12 +391,16 @@ def cmle_sql(events: str, tenant: str, seed: int = fspec.DEFAULT_CMLE_SEED) -> s
 
 
 # --- one entry point for every engine --------------------------------------------------
-def feature_query(kind: str, events: str, profiles: str, tenant: str, snapshot: dt.datetime | dt.date | None = None,
-                  fs: FeatureSpec = FeatureSpec(), framing: str = "pit",
-                  seed: int = fspec.DEFAULT_CMLE_SEED) -> FeatureQuery:
+def feature_query(kind: str, events: str, profiles: str | None, tenant: str,
+                  snapshot: dt.datetime | dt.date | None = None, fs: FeatureSpec | None = None, framing: str = "pit",
+                  seed: int = fspec.DEFAULT_CMLE_SEED, spec: ModelSpec | None = None,
+                  plan: FeaturePlan | None = None) -> FeatureQuery:
     """The feature query of a training set (``pit`` or ``cmle`` framing) or the scoring set.
 
     ``snapshot`` is T for ``pit`` (required) and ignored by ``cmle``, which has no snapshot.
+    What the set holds is ``plan``, else the plan of ``spec`` (default: the synthetic spec)
+    with the windows ``fs`` (default: the spec's). The ``cmle`` framing exists for the
+    synthetic data only.
     """
     if framing not in fspec.FRAMINGS:
         raise ValueError(f"framing must be one of {fspec.FRAMINGS}, not {framing!r}")
@@ -262,13 +413,15 @@ def feature_query(kind: str, events: str, profiles: str, tenant: str, snapshot: 
             kind=kind, framing=framing, params={"seed": seed})
     if snapshot is None:
         raise ValueError("a point-in-time feature query needs the snapshot time T")
+    plan = plan or make_plan(spec or spec_for_synthetic(), tenant, fs)
     meta = (ID_COLUMN, SNAPSHOT_COLUMN, LABEL_COLUMN) if kind == TRAINING else (ID_COLUMN, SNAPSHOT_COLUMN)
+    w = plan.windows
+    tables = {"events": events} | ({"profiles": profiles} if plan.spec.profiles is not None else {})
     return FeatureQuery(
-        sql=pit_sql(kind, events, profiles, tenant, snapshot, fs),
-        tables={"events": events, "profiles": profiles},
-        columns=(*meta, *fspec.feature_columns(fs)), kind=kind, framing=framing, snapshot=utc(snapshot),
-        params={"lookback_days": fs.lookback_days, "outcome_days": fs.outcome_days,
-                "windows": list(fs.recent_windows)})
+        sql=pit_sql(kind, events, profiles, tenant, snapshot, plan=plan), tables=tables,
+        columns=(*meta, *plan.feature_columns), kind=kind, framing=framing, snapshot=utc(snapshot),
+        params={"lookback_days": w.lookback_days, "outcome_days": w.outcome_days, "windows": list(w.recent_windows),
+                "spec": plan.spec.name, "auto_event_types": list(plan.auto_types)})
 
 
 __all__ = ["FeatureQuery", "KINDS", "SCORING", "TRAINING", "cmle_sql", "feature_query", "pit_sql",

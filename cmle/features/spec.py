@@ -1,16 +1,20 @@
-"""What the feature sets hold: the event types, the windows, the feature columns.
+"""Windows of a feature set, the defaults, and the synthetic spec's feature names.
 
-Pure data and names, no SQL. :mod:`cmle.features.render` turns a :class:`FeatureSpec`
-into the Spark SQL of a training or scoring set.
+What a feature set holds comes from a model spec (:mod:`cmle.modelspec`, resolved by
+:mod:`cmle.features.plan`); :mod:`cmle.features.render` turns it into the Spark SQL of a
+training or scoring set. This module keeps the windows (:class:`FeatureSpec`), the
+defaults, and, for the synthetic data's spec (``conf/models/synthetic.yaml``), its event
+features and columns as constants and helpers used across the package and its tests.
 
 Point-in-time framing (``pit``, the default), for a snapshot time T::
 
     look-back window  [T - lookback_days, T)      features (events strictly before T)
-    outcome window    (T, T + outcome_days]       label: converted (web.formFilledOut)
-    eligible          profiles that had not converted at or before T (and existed at T)
+    outcome window    (T, T + outcome_days]       label: the goal happened (or, churn, did not)
+    eligible          the spec's eligibility (by default: not reached the goal at or before T)
+                      among profiles known at T
 
 The notebooks' framing (``cmle``) keeps the CMLE Week 2 definition for comparison: see
-:data:`NOTEBOOK_FEATURES` and ``cmle/sql/features_cmle.sql``.
+:data:`NOTEBOOK_FEATURES` and ``cmle/sql/features_cmle.sql``; it exists for the synthetic data.
 """
 
 from __future__ import annotations
@@ -50,30 +54,27 @@ class EventFeature:
     in_notebooks: bool = False
 
 
-EVENT_FEATURES: tuple[EventFeature, ...] = (
-    # The notebooks' seven (CMLE Week 2), with their column names.
-    EventFeature("directMarketing.emailSent", "emailsReceived", "minutes_since_emailSent", True),
-    EventFeature("directMarketing.emailOpened", "emailsOpened", "minutes_since_emailOpened", True),
-    EventFeature("directMarketing.emailClicked", "emailsClicked", "minutes_since_emailClick", True),
-    EventFeature("commerce.productViews", "productsViewed", "minutes_since_productView", True),
-    EventFeature("decisioning.propositionInteract", "propositionInteracts", "minutes_since_propositionInteract", True),
+# The seven event types of the CMLE notebooks' features (Week 2), in their order.
+NOTEBOOK_TYPES = (
+    "directMarketing.emailSent", "directMarketing.emailOpened", "directMarketing.emailClicked",
+    "commerce.productViews", "decisioning.propositionInteract",
     # The notebooks matched 'propositionDismiss' (no prefix) here, so the feature was always NULL.
-    EventFeature("decisioning.propositionDismiss", "propositionDismissed", "minutes_since_propositionDismiss", True),
-    EventFeature("web.webinteraction.linkClicks", "webLinkClicks", "minutes_since_linkClick", True),
-    # The types the notebooks simulated but left out of the features.
-    EventFeature("advertising.impressions", "adImpressions", "minutes_since_adImpression"),
-    EventFeature("advertising.clicks", "adClicks", "minutes_since_adClick"),
-    EventFeature("web.webpagedetails.pageViews", "pageViews", "minutes_since_pageView"),
-    EventFeature("commerce.purchases", "purchases", "minutes_since_purchase"),
-    EventFeature("decisioning.propositionDisplay", "propositionDisplays", "minutes_since_propositionDisplay"),
+    "decisioning.propositionDismiss", "web.webinteraction.linkClicks",
 )
 
-NOTEBOOK_FEATURES: tuple[EventFeature, ...] = tuple(f for f in EVENT_FEATURES if f.in_notebooks)
 
-# Profile attributes (fields of `_{tenant}` in the profiles dataset) used as features.
-PROFILE_NUMERIC = ("age",)
-PROFILE_CATEGORICAL = ("gender", "region", "loyaltyTier")
-SIGNUP_FIELD = "signupDate"  # becomes tenure_days = whole days from sign-up to T
+def _synthetic_event_features() -> tuple[EventFeature, ...]:
+    from cmle.modelspec import spec_for_synthetic
+
+    return tuple(EventFeature(f.event_type, f.count, f.recency, f.event_type in NOTEBOOK_TYPES)
+                 for f in spec_for_synthetic().features.event_types)
+
+
+# The synthetic spec's event features (conf/models/synthetic.yaml): the notebooks' seven with
+# their column names, then the types the notebooks simulated but left out of the features.
+EVENT_FEATURES: tuple[EventFeature, ...] = _synthetic_event_features()
+NOTEBOOK_FEATURES: tuple[EventFeature, ...] = tuple(
+    sorted((f for f in EVENT_FEATURES if f.in_notebooks), key=lambda f: NOTEBOOK_TYPES.index(f.event_type)))
 
 
 @dataclass(frozen=True)
@@ -98,31 +99,21 @@ class FeatureSpec:
         return tuple(sorted({w for w in self.windows if w < self.lookback_days}))
 
 
-def activity_columns(spec: FeatureSpec) -> list[str]:
-    """Features over every event type of the look-back window."""
-    return ["events", *[f"events_{w}d" for w in spec.recent_windows], "active_days",
-            "minutes_since_last_event", "minutes_since_first_event", "email_open_rate", "email_click_rate"]
+def _synthetic_plan(spec: FeatureSpec):
+    from cmle.features.plan import make_plan
+    from cmle.modelspec import spec_for_synthetic
 
-
-def event_columns(spec: FeatureSpec) -> list[str]:
-    cols: list[str] = []
-    for f in EVENT_FEATURES:
-        cols += [f.count, *[f"{f.count}_{w}d" for w in spec.recent_windows], f.recency]
-    return cols
-
-
-def profile_columns(spec: FeatureSpec) -> list[str]:
-    return [*PROFILE_NUMERIC, "tenure_days", *PROFILE_CATEGORICAL]
+    return make_plan(spec_for_synthetic(), "cmle", spec)
 
 
 def feature_columns(spec: FeatureSpec) -> list[str]:
-    """Every feature column of a point-in-time set, in output order."""
-    return [*event_columns(spec), *activity_columns(spec), *profile_columns(spec)]
+    """Every feature column of a point-in-time set of the synthetic spec, in output order."""
+    return _synthetic_plan(spec).feature_columns
 
 
 def categorical_columns() -> list[str]:
-    """The string-valued features (the rest are numeric)."""
-    return list(PROFILE_CATEGORICAL)
+    """The string-valued features of the synthetic spec (the rest are numeric)."""
+    return _synthetic_plan(FeatureSpec()).categorical_columns
 
 
 def notebook_feature_columns() -> list[str]:
@@ -133,6 +124,6 @@ def notebook_feature_columns() -> list[str]:
 __all__ = [
     "CONVERSION_EVENT", "DEFAULT_CMLE_SEED", "DEFAULT_LOOKBACK_DAYS", "DEFAULT_MIN_NEGATIVES",
     "DEFAULT_MIN_POSITIVES", "DEFAULT_OUTCOME_DAYS", "DEFAULT_WINDOWS", "EVENT_FEATURES", "EventFeature",
-    "FRAMINGS", "FeatureSpec", "NOTEBOOK_FEATURES", "activity_columns", "categorical_columns", "event_columns",
-    "feature_columns", "notebook_feature_columns", "profile_columns",
+    "FRAMINGS", "FeatureSpec", "NOTEBOOK_FEATURES", "NOTEBOOK_TYPES", "categorical_columns", "feature_columns",
+    "notebook_feature_columns",
 ]

@@ -140,3 +140,40 @@ def oracle_comparison(y, p_model, p_oracle) -> dict[str, float]:
     return {"model_auc": model_auc, "oracle_auc": oracle_auc,
             "auc_ratio": model_auc / oracle_auc if oracle_auc else float("nan"),
             "oracle_rows": float(y.size)}
+
+
+# Activity columns a "trivial" model would rank by, most recent window first.
+def _activity_column(columns) -> str | None:
+    windows = sorted((int(c[len("events_"):-1]), c) for c in columns
+                     if c.startswith("events_") and c.endswith("d") and c[len("events_"):-1].isdigit())
+    if windows:
+        return windows[0][1]
+    return "events" if "events" in columns else None
+
+
+def trivial_baselines(y, p_model, frame: pd.DataFrame) -> dict[str, float]:
+    """The model against what needs no model, on the same rows.
+
+    * ``base_rate``: every profile gets the training base rate (here the holdout's): its log
+      loss and Brier score (ROC-AUC 0.5);
+    * ``activity``: profiles ranked by their number of recent events (``events_{shortest
+      window}d``, else ``events``), the usual rule of thumb: its ROC-AUC.
+
+    Returns the baselines and the model's margins over them (``auc_margin`` = model ROC-AUC
+    minus the best trivial ROC-AUC; ``log_loss_skill`` = 1 - model log loss / base-rate log loss).
+    """
+    y, p = _arrays(y, p_model)
+    rate = float(y.mean()) if y.size else float("nan")
+    base = np.full(y.shape, rate)
+    out = {"baseline_rate": rate, "baseline_log_loss": log_loss(y, base), "baseline_brier": brier(y, base),
+           "baseline_roc_auc": 0.5}
+    col = _activity_column(frame.columns)
+    if col is not None:
+        activity = pd.to_numeric(frame[col], errors="coerce").fillna(0).to_numpy(dtype="float64")
+        auc = roc_auc(y, activity)
+        out["baseline_activity_roc_auc"] = auc
+        out["baseline_roc_auc"] = max(0.5, auc, 1.0 - auc) if np.isfinite(auc) else 0.5
+    model_auc, model_ll = roc_auc(y, p), log_loss(y, p)
+    out["auc_margin"] = model_auc - out["baseline_roc_auc"]
+    out["log_loss_skill"] = 1.0 - model_ll / out["baseline_log_loss"] if out["baseline_log_loss"] > 0 else float("nan")
+    return out

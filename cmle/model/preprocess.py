@@ -70,6 +70,15 @@ class FeatureSpec:
         categorical = tuple(c for c in features if c not in numeric)
         return cls(numeric=numeric, categorical=categorical)
 
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "FeatureSpec":
+        """The features a spec declares (``featurize``'s feature manifest), in its order."""
+        features = manifest.get("features") or []
+        if not features:
+            raise DataCheckError("the feature manifest lists no feature; re-run featurize")
+        return cls(numeric=tuple(f["name"] for f in features if f["kind"] != "categorical"),
+                   categorical=tuple(f["name"] for f in features if f["kind"] == "categorical"))
+
     def to_dict(self) -> dict:
         return {"numeric": list(self.numeric), "categorical": list(self.categorical)}
 

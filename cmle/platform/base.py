@@ -120,9 +120,12 @@ class Platform(Protocol):
         under ``_{tenant}``, for class ``extends`` (PROFILE or EXPERIENCE_EVENT). Returns its id."""
 
     def get_or_create_schema(self, title: str, xdm_class: str, field_group_ids: list[str],
-                             identity_field: str = "userid", profile_enabled: bool = False) -> str:
-        """Schema of ``xdm_class`` with the field groups, the ECID primary identity on
-        ``/_{tenant}/{identity_field}``, optionally enabled for Profile (union). Returns its id."""
+                             identity_field: str = "userid", profile_enabled: bool = False,
+                             identity_namespace: str = "ECID") -> str:
+        """Schema of ``xdm_class`` with the field groups, the primary identity on
+        ``/_{tenant}/{identity_field}`` in namespace ``identity_namespace`` (ECID, CRMID, ...),
+        optionally enabled for Profile (union). Returns its id. PlatformError when a schema of
+        that title exists with its primary identity in another namespace."""
 
     def get_or_create_dataset(self, name: str, schema_id: str, profile_enabled: bool = False) -> Dataset:
         """Dataset on the schema, found by name or created."""
@@ -132,6 +135,10 @@ class Platform(Protocol):
 
     def get_dataset(self, dataset_id: str) -> Dataset:
         """The dataset with this id; NotFoundError if none."""
+
+    def dataset_fields(self, dataset_id: str) -> dict[str, str]:
+        """The dataset's leaf fields as ``{path: XDM type}`` (see :mod:`cmle.platform.fields`):
+        what ``explore`` lists and a starter spec picks from; empty when unknown."""
 
     # --- batch ingestion ----------------------------------------------------------------
     def create_batch(self, dataset_id: str, tags: dict[str, str] | None = None) -> str:

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from cmle import failpoints, holder, naming, pql, storage
 from cmle.errors import BatchFailedError, NotFoundError, PlatformError, QueryError
+from cmle.platform import fields
 from cmle.platform.base import (
     BATCH_FAILED,
     BATCH_SUCCESS,
@@ -164,7 +165,8 @@ class LocalPlatform:
         return self._get_or_create_resource("fieldgroup", title, {"fields": fields, "extends": extends})
 
     def get_or_create_schema(self, title: str, xdm_class: str, field_group_ids: list[str],
-                             identity_field: str = "userid", profile_enabled: bool = False) -> str:
+                             identity_field: str = "userid", profile_enabled: bool = False,
+                             identity_namespace: str = "ECID") -> str:
         if xdm_class not in XDM_CLASSES:
             raise PlatformError(f"schema {title!r}: unknown class {xdm_class!r}")
         fields: dict[str, str] = {}
@@ -175,9 +177,14 @@ class LocalPlatform:
             fields.update(body["fields"])
         if identity_field not in fields:
             raise PlatformError(f"schema {title!r}: identity field {identity_field!r} is not in its field groups")
-        return self._get_or_create_resource("schema", title, {
+        schema_id = self._get_or_create_resource("schema", title, {
             "class": xdm_class, "fieldGroups": field_group_ids, "fields": fields,
-            "identity": identity_field, "profile": profile_enabled})
+            "identity": identity_field, "namespace": identity_namespace, "profile": profile_enabled})
+        existing = self._resource("schema", schema_id).get("namespace", "ECID")
+        if existing != identity_namespace:
+            raise PlatformError(f"schema {title!r} exists with its identity in namespace {existing}, not "
+                                f"{identity_namespace}; run cleanup or choose another owner")
+        return schema_id
 
     def _row_to_dataset(self, row) -> Dataset:
         return Dataset(id=row[0], name=row[1], table=row[2], schema_id=row[3], profile_enabled=bool(row[4]))
@@ -202,6 +209,32 @@ class LocalPlatform:
             self._record_owner(db, "dataset", ds.id)
             return ds
 
+    def get_or_create_loaded_dataset(self, name: str, xdm_class: str, new_schema: bool = False) -> Dataset:
+        """A dataset for rows exported from AEP (``cmle load``): any XDM fields, nested structs,
+        arrays and maps, checked only for the class's required fields. ``new_schema`` lets the
+        next batch bring other columns (a replacing load); otherwise batches must match.
+
+        Not part of the Platform protocol: on AEP a customer's data is already in the sandbox.
+        """
+        if xdm_class not in XDM_CLASSES:
+            raise PlatformError(f"dataset {name!r}: unknown class {xdm_class!r}")
+        marker = f"loaded:{xdm_class}"
+        with self._tx() as db:
+            row = db.execute("SELECT id,name,tbl,schema_id,profile_enabled FROM datasets WHERE name=?",
+                             (name,)).fetchone()
+            if row is None:
+                ds_id = _new_id()
+                db.execute("INSERT INTO datasets (id,name,tbl,schema_id,profile_enabled,created) VALUES (?,?,?,?,0,?)",
+                           (ds_id, name, naming.table_name(name), f"{marker}:{ds_id}", time.time()))
+                row = db.execute("SELECT id,name,tbl,schema_id,profile_enabled FROM datasets WHERE id=?",
+                                 (ds_id,)).fetchone()
+            elif not row[3].startswith(marker):
+                raise PlatformError(f"dataset {name!r} exists and was not loaded from an export of "
+                                    f"{xdm_class} rows ({row[3]}); choose another name")
+            elif new_schema:
+                db.execute("UPDATE datasets SET arrow_schema=NULL WHERE id=?", (row[0],))
+        return self._row_to_dataset(row)
+
     def find_dataset(self, name: str) -> Dataset | None:
         row = self._db().execute("SELECT id,name,tbl,schema_id,profile_enabled FROM datasets WHERE name=?",
                                  (name,)).fetchone()
@@ -213,6 +246,17 @@ class LocalPlatform:
         if not row:
             raise NotFoundError(f"dataset {dataset_id} does not exist on the embedded platform")
         return self._row_to_dataset(row)
+
+    def arrow_schema(self, dataset_id: str) -> pa.Schema | None:
+        """The Arrow schema the dataset's batches must match (None before its first batch)."""
+        row = self._db().execute("SELECT arrow_schema FROM datasets WHERE id=?", (dataset_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"dataset {dataset_id} does not exist on the embedded platform")
+        return pa.ipc.read_schema(pa.py_buffer(row[0])) if row[0] else None
+
+    def dataset_fields(self, dataset_id: str) -> dict[str, str]:
+        schema = self.arrow_schema(dataset_id)
+        return fields.from_arrow(schema) if schema is not None else {}
 
     # --- batches ------------------------------------------------------------------------
     def create_batch(self, dataset_id: str, tags: dict[str, str] | None = None) -> str:

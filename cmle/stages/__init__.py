@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 from cmle.errors import ParameterError
 
-# The pipeline order `main` runs; `cleanup` and `deploy` are not pipeline stages.
+# The pipeline order `main` runs; `load`, `cleanup` and `deploy` are not pipeline stages.
 STAGE_ORDER = ("synthetic", "explore", "featurize", "export", "train", "promote", "score", "ingest", "audience")
-ALL_STAGES = (*STAGE_ORDER, "main", "cleanup", "deploy")
+ALL_STAGES = (*STAGE_ORDER, "main", "load", "cleanup", "deploy")
 
 # Stage name -> module under cmle.stages, where they differ.
 _MODULES = {"main": "pipeline"}
@@ -90,6 +90,11 @@ class Stage:
         for key in values:
             self.param(key)
         return {p.name: p.convert(self.name, values.get(p.name)) for p in self.params}
+
+
+# The model spec a stage follows (the stages that read it declare this same parameter).
+SPEC_PARAM = Param("spec", str, "", "model spec file (YAML: data, goal, eligibility, features); empty: [Model] spec "
+                   "of the config (default conf/models/synthetic.yaml)")
 
 
 def get_stage(name: str) -> Stage:

@@ -20,14 +20,14 @@ import logging
 import mlflow
 import pandas as pd
 
-from cmle import naming, tracking
+from cmle import modelspec, naming, tracking
 from cmle.audiences.plots import reach_figure
 from cmle.audiences.rules import DEFAULT_RULES, parse_rules, reach_curve
 from cmle.columns import ID_COLUMN
 from cmle.context import Context
 from cmle.errors import NotFoundError, ParameterError, PlatformError
 from cmle.scoring.schema import SCORE_COLUMNS
-from cmle.stages import Param, Stage
+from cmle.stages import SPEC_PARAM, Param, Stage
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,9 @@ def resolve_destination(backend: str, destination: str) -> tuple[str, str]:
 
 
 def audience(ctx: Context, rules: str = DEFAULT_RULES, destination: str = DEFAULT_DESTINATION,
-             fields: str = DEFAULT_FIELDS) -> dict:
+             fields: str = DEFAULT_FIELDS, spec: str = "") -> dict:
     parsed = parse_rules(rules)
+    goal = modelspec.spec_for(ctx.settings, spec).goal.phrase()
     member_fields = parse_fields(fields)
     platform = ctx.platform
     check_destination = getattr(platform, "check_destination", None)
@@ -70,8 +71,9 @@ def audience(ctx: Context, rules: str = DEFAULT_RULES, destination: str = DEFAUL
     if scored.empty:
         raise NotFoundError("no profile holds a propensity score yet; run `score` and `ingest` first")
 
+    # the description says what the score predicts (the spec's goal)
     audiences = [platform.get_or_create_audience(naming.audience(r.name, ctx.owner), r.pql(platform.tenant_id),
-                                                 r.describe()) for r in parsed]
+                                                 f"{r.describe()} (goal: {goal})") for r in parsed]
     qualified = platform.evaluate_audiences([a.id for a in audiences])
     counts = {r.name: int(qualified.get(a.id, 0)) for r, a in zip(parsed, audiences)}
     report = pd.DataFrame([{
@@ -123,6 +125,7 @@ STAGE = Stage(
               "separated by ';'"),
         Param("destination", str, DEFAULT_DESTINATION, "destination to activate the audiences to; empty = skip"),
         Param("fields", str, DEFAULT_FIELDS, "score fields sent with each member's identity, comma-separated"),
+        SPEC_PARAM,
     ),
     help="Create audiences from score rules (band, top percent, bucket), evaluate them, log the reach curve "
          "and activate them to a destination.",

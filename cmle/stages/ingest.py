@@ -1,7 +1,9 @@
 """Stage ``ingest``: the score files of one score run into the profile-enabled scores dataset.
 
 Gets or creates the scores field group (the score fields under ``_{tenant}``), the
-Profile schema (ECID identity on ``_{tenant}.userid``, enabled for Profile) and the
+Profile schema (primary identity on ``_{tenant}.userid`` in the model spec's identity
+namespace, ECID for the synthetic data, so scores land on the user's profiles; enabled for
+Profile) and the
 profile-enabled scores dataset, then ingests the newest score run (or the one at
 ``export_time``) as ONE batch tagged ``scores:{export_time}`` and waits for a terminal
 status. Re-running for the same score run finds that batch and ingests nothing (AEP
@@ -17,7 +19,7 @@ import mlflow
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cmle import naming, storage
+from cmle import modelspec, naming, storage
 from cmle.columns import ID_COLUMN
 from cmle.context import Context
 from cmle.errors import DataCheckError, NotFoundError
@@ -25,14 +27,17 @@ from cmle.ingestion import ingest_tables
 from cmle.platform.base import PROFILE, Dataset, Platform
 from cmle.scoring import batch
 from cmle.scoring.schema import SCORE_COLUMNS, XDM_FIELDS, to_xdm
-from cmle.stages import Param, Stage
+from cmle.stages import SPEC_PARAM, Param, Stage
 
 
-def scores_dataset(platform: Platform, owner: str) -> Dataset:
-    """Get or create the scores field group, Profile schema and profile-enabled dataset."""
+def scores_dataset(platform: Platform, owner: str, namespace: str = "ECID") -> Dataset:
+    """Get or create the scores field group, Profile schema (primary identity ``_{tenant}.userid``
+    in ``namespace``, the model spec's identity namespace, so that scores join the profiles
+    the events belong to) and profile-enabled dataset."""
     fg = platform.get_or_create_field_group(naming.score_field_group(owner), XDM_FIELDS, PROFILE)
     schema_id = platform.get_or_create_schema(naming.score_schema(owner), PROFILE, [fg],
-                                              identity_field=ID_COLUMN, profile_enabled=True)
+                                              identity_field=ID_COLUMN, profile_enabled=True,
+                                              identity_namespace=namespace)
     return platform.get_or_create_dataset(naming.scores_dataset(owner), schema_id, profile_enabled=True)
 
 
@@ -54,8 +59,9 @@ def check_score_files(url: str) -> None:
                                  "remove its folder and run score again")
 
 
-def ingest(ctx: Context, export_time: str = "") -> dict:
+def ingest(ctx: Context, export_time: str = "", spec: str = "") -> dict:
     settings = ctx.settings
+    namespace = modelspec.spec_for(settings, spec).events.identity.namespace
     folder = naming.scores_folder(ctx.owner)
     run = batch.find_score_run(settings.storage_url, settings.cloud.import_path, folder, export_time.strip())
     if run is None:
@@ -65,7 +71,7 @@ def ingest(ctx: Context, export_time: str = "") -> dict:
                             + (" or pass an export_time listed there" if export_time.strip() else ""))
     check_score_files(run.url)  # a bad file fails here, before any batch exists
     platform = ctx.platform
-    ds = scores_dataset(platform, ctx.owner)
+    ds = scores_dataset(platform, ctx.owner, namespace)
     result = ingest_tables(platform, ds.id, xdm_tables(run.url, platform.tenant_id),
                            key=f"scores:{run.export_time}", file_prefix="scores")
     if result.batch.records != run.rows:
@@ -83,6 +89,7 @@ def ingest(ctx: Context, export_time: str = "") -> dict:
         "export_time": run.export_time,
         "scores_url": run.url,
         "model_version": run.model_version,
+        "identity_namespace": namespace,
     }
 
 
@@ -92,6 +99,7 @@ STAGE = Stage(
     params=(
         Param("export_time", str, "",
               "exportTime (YYYYMMDDHHMMSS) of the score run to ingest; empty = the newest"),
+        SPEC_PARAM,
     ),
     help="Ingest one score run into the profile-enabled scores dataset as one batch (get-or-create the "
          "schema and dataset; never twice for the same run).",

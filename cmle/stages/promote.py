@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from cmle import failpoints, tracking
+from cmle import failpoints, modelspec, tracking
 from cmle.columns import LABEL_COLUMN
 from cmle.context import Context
 from cmle.errors import CmleError, RegistryError
 from cmle.model import artifact, gate, metrics
 from cmle.registry import CHALLENGER, CHAMPION, PRODUCTION, TAG_PREFIX, Registry
-from cmle.stages import Param, Stage
+from cmle.stages import SPEC_PARAM, Param, Stage
 from cmle.stages.train import HOLDOUT_ARTIFACT, HOLDOUT_TAG
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,26 @@ def champion_auc(name: str, champion, holdout: pd.DataFrame) -> tuple[float | No
         return float(recorded), note + "; used its recorded holdout ROC-AUC"
 
 
+def check_same_goal(name: str, challenger, champion) -> None:
+    """A challenger replaces a champion only if both predict the same goal (their specs' goal tags)."""
+    goal = f"{TAG_PREFIX}goal"
+    mine, theirs = (challenger.tags or {}).get(goal), (champion.tags or {}).get(goal)
+    if mine and theirs and mine != theirs:
+        raise RegistryError(f"the champion v{champion.version} of {name} predicts {theirs!r}, the challenger "
+                            f"v{challenger.version} {mine!r}: their scores mean different things. Give the spec "
+                            "its own model_name (docs/model-spec.md), or remove the champion alias to start over")
+
+
 def promote(ctx: Context, min_auc: float = gate.DEFAULT_MIN_AUC, tolerance: float = gate.DEFAULT_TOLERANCE,
-            mode: str = "enabled", registry: Registry | None = None) -> dict:
+            mode: str = "enabled", registry: Registry | None = None, spec: str = "") -> dict:
     gate.check_thresholds(min_auc, tolerance)
     registry = registry or Registry.current()
-    name = ctx.settings.cloud.model_name
+    name = modelspec.model_name(ctx.settings, modelspec.spec_for(ctx.settings, spec))
     registry.settle_pending(name)
     challenger = registry.by_alias(name, CHALLENGER)
     champion = registry.by_alias(name, CHAMPION, required=False)
+    if champion is not None and str(champion.version) != str(challenger.version):
+        check_same_goal(name, challenger, champion)
     if champion is not None and str(champion.version) == str(challenger.version):
         log.info("promote: challenger v%s is already the champion; nothing to decide", challenger.version)
         return {"model_name": name, "status": "already_champion", "promoted": False, "mode": mode,
@@ -148,6 +160,7 @@ STAGE = Stage(
               "how much lower than the champion's ROC-AUC the challenger's may be", min=0.0),
         Param("mode", str, "enabled", "enabled: promote on success; dry_run: decide and record only",
               choices=MODES),
+        SPEC_PARAM,
     ),
     help="Gate the challenger (ROC-AUC floor, no worse than the champion on the same holdout) and move alias "
          "champion; on registries with stages also transition it to Production. Every decision is recorded "

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import mlflow
 
-from cmle import naming, tracking
+from cmle import modelspec, naming, tracking
 from cmle.context import Context
 from cmle.engines import uses_spark
 from cmle.exports import newest_feature_export
 from cmle.scoring import batch, model_ref
 from cmle.scoring.summary import histogram_figure
-from cmle.stages import Param, Stage
+from cmle.stages import SPEC_PARAM, Param, Stage
 
 
 def score(ctx: Context, model: str = "champion", batch_rows: int = batch.DEFAULT_BATCH_ROWS,
-          rescore: bool = False) -> dict:
+          rescore: bool = False, spec: str = "") -> dict:
     settings = ctx.settings
-    ref = model_ref.resolve(settings.cloud.model_name, model)
+    ref = model_ref.resolve(modelspec.model_name(settings, modelspec.spec_for(settings, spec)), model)
     source = newest_feature_export(ctx, "scoring")
     root, path, folder = settings.storage_url, settings.cloud.import_path, naming.scores_folder(ctx.owner)
     run = None
@@ -74,6 +74,7 @@ STAGE = Stage(
         Param("batch_rows", int, batch.DEFAULT_BATCH_ROWS, "rows per record batch: bounds memory", min=1),
         Param("rescore", bool, False,
               "score again even when the newest score run scored the same data with the same model version"),
+        SPEC_PARAM,
     ),
     help="Score the newest scoring-set export with one registered model version into Parquet score files "
          "under the import path (atomic, bounded memory).",

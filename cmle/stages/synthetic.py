@@ -21,13 +21,13 @@ import time
 import mlflow
 import numpy as np
 
-from cmle import ecid, naming, tracking
+from cmle import ecid, modelspec, naming, tracking
 from cmle.columns import ID_COLUMN
 from cmle.context import Context
 from cmle.errors import DataCheckError, ParameterError
 from cmle.ingestion import ingest_tables
 from cmle.platform.base import EXPERIENCE_EVENT, PROFILE, Dataset, Platform
-from cmle.stages import Param, Stage
+from cmle.stages import SPEC_PARAM, Param, Stage
 from cmle.synthetic import oracle, xdm
 from cmle.synthetic.model import get_model
 from cmle.synthetic.simulate import GENERATOR_VERSION, check_sizes, generate, resolve_end
@@ -63,8 +63,16 @@ def generation_key(profiles: int, weeks: int, end: str, seed: int, legacy: bool,
 
 
 def run(ctx: Context, profiles: int = 100_000, weeks: int = 10, end_date: str = "", seed: int = 42,
-        legacy: bool = False, churn: bool = True) -> dict:
-    """Generate and ingest the synthetic data; returns dataset ids, counts, window, oracle path."""
+        legacy: bool = False, churn: bool = True, spec: str = "") -> dict:
+    """Generate and ingest the synthetic data; returns dataset ids, counts, window, oracle path.
+
+    With a model spec that names the user's own datasets (not ``synthetic: true``) there is
+    nothing to generate: the stage says so and returns ``skipped``."""
+    model = modelspec.spec_for(ctx.settings, spec)
+    if not model.synthetic:
+        log.info("synthetic: skipped; the model spec %s names your own datasets", model.name)
+        mlflow.set_tag("cmle.skipped", f"the model spec {model.name} is not synthetic")
+        return {"skipped": True, "spec_name": model.name, "reused": True}
     try:
         check_sizes(profiles, weeks)
         end = resolve_end(end_date)
@@ -146,6 +154,7 @@ STAGE = Stage(
         Param("seed", int, 42, "random seed: the same parameters and seed give byte-identical data"),
         Param("legacy", bool, False, "reproduce the CMLE notebooks' generator (overwrite bug, no churn)"),
         Param("churn", bool, True, "users churn after more than 10 impressions or 5 emails (not with legacy)"),
+        SPEC_PARAM,
     ),
     help="Create the XDM schemas and datasets, generate seeded synthetic profiles and experience events, "
          "ingest them in batches, and write the latent-propensity oracle.",

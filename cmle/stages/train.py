@@ -26,7 +26,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +34,16 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from cmle import __version__, failpoints, locks, storage, tracking
+from cmle import __version__, failpoints, ingestion, locks, modelspec, storage, tracking
 from cmle.columns import ID_COLUMN, LABEL_COLUMN, SNAPSHOT_COLUMN
 from cmle.context import Context
-from cmle.errors import NotFoundError, ParameterError
+from cmle.errors import CmleError, NotFoundError, ParameterError
 from cmle.exports import feature_set_name, newest_feature_export
 from cmle.model import artifact, evaluation, fit, metrics, scoring, space, tuning
 from cmle.model.preprocess import FeatureSpec, nonfinite_counts
 from cmle.registry import CHALLENGER, TAG_PREFIX, Registry
-from cmle.stages import Param, Stage
-from cmle.stages.featurize import FRAMING_CHOICES
+from cmle.stages import SPEC_PARAM, Param, Stage
+from cmle.stages.featurize import FRAMING_CHOICES, SET_VERSION_TAG
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ FINGERPRINT_TAG = f"{TAG_PREFIX}fingerprint"
 HOLDOUT_TAG = f"{TAG_PREFIX}holdout_uri"
 MIN_TUNE_ROWS = 50
 METRIC_TAGS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece")
+MANIFEST_ARTIFACT = "featurize/feature_spec.json"
 
 
 @dataclass
@@ -79,6 +80,45 @@ def content_fingerprint(frame: pd.DataFrame) -> str:
     digest = hashlib.sha256(json.dumps([(c, str(frame[c].dtype)) for c in cols]).encode())
     digest.update(rows.tobytes())
     return digest.hexdigest()[:20]
+
+
+def feature_manifest(ctx: Context, source: Source, spec: modelspec.ModelSpec) -> dict | None:
+    """What the featurize run that built this training set logged about its features (names,
+    kinds, descriptions, goal), or, without one, the spec's own plan when it has exactly the
+    set's columns; None when neither is known."""
+    from cmle.columns import feature_columns
+    from cmle.features.plan import make_plan
+
+    columns = feature_columns(source.frame.columns)
+    manifest = _logged_manifest(ctx, source)
+    if manifest is None:
+        try:
+            manifest = make_plan(spec, ctx.platform.tenant_id).manifest()
+        except CmleError:
+            return None
+    if [f["name"] for f in manifest.get("features", [])] != columns:
+        log.warning("train: the feature list of spec %s does not match the training set's columns; typing the "
+                    "features from the data instead", spec.name)
+        return None
+    return manifest
+
+
+def _logged_manifest(ctx: Context, source: Source) -> dict | None:
+    """The manifest artifact of the featurize run that wrote this version of the training set."""
+    active = mlflow.active_run()
+    if active is None or not source.dataset_id:
+        return None
+    try:
+        version = ingestion.dataset_version(ctx.platform, source.dataset_id)
+        runs = mlflow.search_runs(experiment_ids=[active.info.experiment_id], output_format="list",
+                                  filter_string=f"tags.`{SET_VERSION_TAG}` = '{version}'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            return None
+        return mlflow.artifacts.load_dict(f"runs:/{runs[0].info.run_id}/{MANIFEST_ARTIFACT}")
+    except Exception as exc:  # noqa: BLE001 - lineage is best effort; the spec's plan is the fallback
+        log.debug("featurize manifest lookup failed: %s", exc)
+        return None
 
 
 def fingerprint(source: Source, params: dict[str, Any]) -> str:
@@ -123,17 +163,19 @@ class Trained:
     holdout: evaluation.Evaluation
     oracle: dict
     seconds: float = 0.0
+    baselines: dict = field(default_factory=dict)
 
 
 def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMILIES, seed: int = 42,
           metric: str = "roc_auc", holdout_fraction: float = 0.2, validation_fraction: float = 0.2,
           framing: str = "both", calibration: str = "sigmoid", max_tune_rows: int = 15_000,
-          retrain: bool = False) -> dict:
+          retrain: bool = False, spec: str = "") -> dict:
     """The stage: train (or reuse) and register a challenger; returns its version and metrics."""
     settings = ctx.settings
+    model_spec = modelspec.spec_for(settings, spec)
     params = dict(max_evals=max_evals, families=families, seed=seed, metric=metric,
                   holdout_fraction=holdout_fraction, validation_fraction=validation_fraction, framing=framing,
-                  calibration=calibration, max_tune_rows=max_tune_rows)
+                  calibration=calibration, max_tune_rows=max_tune_rows, spec=model_spec.fingerprint)
     chosen = space.parse_families(families)
     fit.check_fractions(holdout_fraction, validation_fraction)
     if 0 < max_tune_rows < MIN_TUNE_ROWS:
@@ -144,9 +186,13 @@ def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMIL
     trained_on = "cmle" if framing == "cmle" else "pit"
     source = read_training_set(ctx, trained_on)
     registry = Registry.current()
-    name = settings.cloud.model_name
+    name = modelspec.model_name(settings, model_spec)
     fp = fingerprint(source, params)
     _log_lineage(source, trained_on, fp)
+    manifest = feature_manifest(ctx, source, model_spec) if trained_on == "pit" else None
+    mlflow.set_tags({f"{TAG_PREFIX}spec": model_spec.name, f"{TAG_PREFIX}goal": model_spec.goal.phrase()[:250]})
+    if manifest is not None:
+        tracking.log_dict(manifest, "features/feature_manifest.json")
     if not retrain:
         existing = registry.find_by_tag(name, FINGERPRINT_TAG, fp)
         if existing is not None:
@@ -157,16 +203,19 @@ def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMIL
     with fit.limited_threads(threads):
         trained = fit_and_evaluate(settings, source.frame, chosen, max_evals=max_evals, seed=seed, metric=metric,
                                    holdout_fraction=holdout_fraction, validation_fraction=validation_fraction,
-                                   calibration=calibration, max_tune_rows=max_tune_rows, threads=threads)
+                                   calibration=calibration, max_tune_rows=max_tune_rows, threads=threads,
+                                   manifest=manifest, oracle=model_spec.notebooks_goal)
         comparison = {}
-        if framing == "both":
+        if framing == "both" and model_spec.notebooks_goal:
             comparison = _compare_cmle(ctx, trained, seed, holdout_fraction, validation_fraction, calibration,
                                        threads)
     info = {"family": trained.search.best.params["family"], "params": space.loggable(trained.search.best.params),
             "metric": metric, f"validation_{metric}": trained.search.best.score, "calibration": calibration,
             "seed": seed, "framing": trained_on, "export_url": source.folder.url,
             "export_time": source.folder.export_time, "dataset_id": source.dataset_id,
-            "training_run_id": mlflow.active_run().info.run_id}
+            "training_run_id": mlflow.active_run().info.run_id, "spec": model_spec.name,
+            "spec_fingerprint": model_spec.fingerprint, "goal": model_spec.goal.phrase(),
+            "feature_manifest": manifest}
     with locks.registry_lock(settings, name):
         existing = None if retrain else registry.find_by_tag(name, FINGERPRINT_TAG, fp)
         if existing is not None:  # another run registered the same training meanwhile
@@ -180,16 +229,24 @@ def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMIL
             "holdout_roc_auc": holdout["roc_auc"], "holdout_ece": holdout["ece"],
             "auc_ratio": (trained.oracle.get("metrics") or {}).get("auc_ratio"),
             "train_seconds": round(trained.seconds, 2), "trials": len(trained.search.trials),
-            "training_export": source.folder.url, "reused": False, **comparison}
+            "training_export": source.folder.url, "reused": False, "spec_name": model_spec.name,
+            **{k: trained.baselines[k] for k in ("baseline_roc_auc", "auc_margin", "log_loss_skill")
+               if k in trained.baselines}, **comparison}
+
+
+
 
 
 def fit_and_evaluate(settings, frame: pd.DataFrame, families: tuple[str, ...], *, max_evals: int, seed: int,
                      metric: str, holdout_fraction: float, validation_fraction: float, calibration: str,
-                     max_tune_rows: int, threads: int) -> Trained:
-    """Split, tune, refit and calibrate, then evaluate once on the holdout; log it all."""
+                     max_tune_rows: int, threads: int, manifest: dict | None = None, oracle: bool = True) -> Trained:
+    """Split, tune, refit and calibrate, then evaluate once on the holdout; log it all.
+
+    The features and their kinds come from ``manifest`` (the spec's feature list) when given,
+    else from the data's types."""
     started = time.perf_counter()
     parts = fit.split(frame, holdout_fraction, validation_fraction, seed)
-    spec = FeatureSpec.infer(frame)
+    spec = FeatureSpec.from_manifest(manifest) if manifest else FeatureSpec.infer(frame)
     nonfinite = nonfinite_counts(frame[list(spec.numeric)].astype("float64"))
     mlflow.log_metric("nonfinite_values", float(sum(nonfinite.values())))  # treated as missing by prepare()
     mlflow.log_params({"n_features": len(spec.columns), "n_numeric": len(spec.numeric),
@@ -213,7 +270,9 @@ def fit_and_evaluate(settings, frame: pd.DataFrame, families: tuple[str, ...], *
     propensity = estimator.predict_proba(holdout_x)[:, 1]
     reference = scoring.Reference.from_propensities(propensity)
     result_eval = evaluation.evaluate(holdout_y, scoring.outputs(propensity, reference))
-    oracle = _oracle_comparison(settings, parts.holdout, holdout_y, propensity)
+    baselines = metrics.trivial_baselines(holdout_y, propensity, parts.holdout)
+    mlflow.log_metrics({k: float(v) for k, v in baselines.items() if np.isfinite(v)})
+    oracle = _oracle_comparison(settings, parts.holdout, holdout_y, propensity) if oracle else {}
     importance = fit.feature_importance(estimator, *valid_xy, seed=seed)
     evaluation.log_evaluation(result_eval, importance, oracle=oracle.get("propensity"))
     if oracle.get("metrics"):
@@ -221,7 +280,7 @@ def fit_and_evaluate(settings, frame: pd.DataFrame, families: tuple[str, ...], *
     seconds = time.perf_counter() - started
     mlflow.log_metric("train_seconds", seconds)
     return Trained(spec=spec, parts=parts, search=result, estimator=estimator, reference=reference,
-                   holdout=result_eval, oracle=oracle, seconds=seconds)
+                   holdout=result_eval, oracle=oracle, seconds=seconds, baselines=baselines)
 
 
 def register(registry: Registry, name: str, trained: Trained, info: dict, fp: str) -> str:
@@ -237,7 +296,11 @@ def register(registry: Registry, name: str, trained: Trained, info: dict, fp: st
              f"{TAG_PREFIX}training_run_id": info["training_run_id"], f"{TAG_PREFIX}export_url": info["export_url"],
              f"{TAG_PREFIX}export_time": info["export_time"], f"{TAG_PREFIX}dataset_id": info["dataset_id"],
              f"{TAG_PREFIX}framing": info["framing"], f"{TAG_PREFIX}seed": info["seed"],
-             f"{TAG_PREFIX}version": __version__}
+             f"{TAG_PREFIX}version": __version__, f"{TAG_PREFIX}spec": info.get("spec", ""),
+             f"{TAG_PREFIX}spec_fingerprint": info.get("spec_fingerprint", ""),
+             f"{TAG_PREFIX}goal": str(info.get("goal", ""))[:250]}
+    tags |= {f"{TAG_PREFIX}{k}": f"{trained.baselines[k]:.6f}" for k in ("baseline_roc_auc", "auc_margin")
+             if np.isfinite(trained.baselines.get(k, float("nan")))}
     failpoints.hit("register.logged")
     # The fingerprint and every other tag are set AT creation: a version without them never exists.
     version = registry.create_version(name, model_info.model_uri, tags)
@@ -424,6 +487,7 @@ STAGE = Stage(
         Param("max_tune_rows", int, 15_000, "training rows each trial fits on (a stratified sample; 0 = all); "
               "the chosen model is refitted on every training row", min=0),
         Param("retrain", bool, False, "train even when a version from the same export and parameters exists"),
+        SPEC_PARAM,
     ),
     help="Tune (hyperopt, nested runs), fit, calibrate and evaluate the propensity model on the newest "
          "training-set export; register it with alias challenger.",

@@ -24,41 +24,63 @@ def _job(target="dev", **kw) -> bundle.BundleJob:
     return bundle.resolve_job(BUNDLE, target, **kw)
 
 
+def _wheel_tasks(settings) -> list[dict]:
+    return [t for t in settings["tasks"] if "python_wheel_task" in t]
+
+
 def test_one_wheel_task_per_stage_in_pipeline_order():
-    tasks = _job().settings["tasks"]
+    settings = _job().settings
+    tasks = _wheel_tasks(settings)
     assert [t["task_key"] for t in tasks] == list(STAGE_ORDER)
     for i, task in enumerate(tasks):
-        expected_deps = [{"task_key": STAGE_ORDER[i - 1]}] if i else None
-        assert task.get("depends_on") == expected_deps, task["task_key"]
         wheel_task = task["python_wheel_task"]
         assert wheel_task["package_name"] == PYPROJECT["project"]["name"] == "cmle"
         assert wheel_task["entry_point"] == f"cmle-{task['task_key']}"
-        assert task["environment_key"] in {e["environment_key"] for e in _job().settings["environments"]}
+        assert task["environment_key"] in {e["environment_key"] for e in settings["environments"]}
+        if i > 1:
+            assert task.get("depends_on") == [{"task_key": STAGE_ORDER[i - 1]}], task["task_key"]
+
+
+def test_synthetic_is_an_optional_task_decided_by_a_job_parameter():
+    tasks = {t["task_key"]: t for t in _job().settings["tasks"]}
+    assert tasks["use_synthetic"]["condition_task"] == {"op": "EQUAL_TO", "left": "{{job.parameters.synthetic}}",
+                                                        "right": "true"}
+    assert tasks["synthetic"]["depends_on"] == [{"task_key": "use_synthetic", "outcome": "true"}]
+    # explore runs after synthetic, or without it when the condition left it out, never after a failure
+    assert tasks["explore"]["depends_on"] == [{"task_key": "use_synthetic"}, {"task_key": "synthetic"}]
+    assert tasks["explore"]["run_if"] == "NONE_FAILED"
 
 
 def test_entry_points_are_the_packages_console_scripts_for_the_same_stage():
     from cmle import cli
 
     scripts = PYPROJECT["project"]["scripts"]
-    for task in _job().settings["tasks"]:
+    for task in _wheel_tasks(_job().settings):
         entry = task["python_wheel_task"]["entry_point"]
         module, func = scripts[entry].split(":")
         assert module == "cmle.cli"
         assert getattr(cli, func).__name__ == task["task_key"]  # the script runs that stage
 
 
-def test_task_parameters_are_the_config_job_parameter_and_declared_stage_params():
+def test_job_parameters_reach_every_task_and_every_task_accepts_them():
+    """Databricks pushes every job parameter down to every wheel task as --name=value."""
+    from cmle.cli import JOB_ONLY_PARAMETERS, other_parameters
+    from cmle.stages import get_stage
+
     settings = _job().settings
-    assert [p["name"] for p in settings["parameters"]] == ["config"]
-    for task in settings["tasks"]:
+    params = {p["name"]: p["default"] for p in settings["parameters"]}
+    assert list(params) == ["config", "spec", "synthetic"]
+    assert params["spec"].endswith("/files/conf/models/synthetic.yaml") and params["synthetic"] == "true"
+    for task in _wheel_tasks(settings):
+        stage = get_stage(task["task_key"])
+        accepted = {p.name for p in stage.params} | set(other_parameters(stage)) | {"config"}
+        assert set(params) <= accepted, task["task_key"]
+        for name in ("min_positives", "profiles", "spec"):  # what the issue sets per run
+            assert name in accepted
         named = task["python_wheel_task"]["named_parameters"]
         assert named["config"] == "{{job.parameters.config}}"
-        extra = set(named) - {"config"}
-        if extra:  # any other named parameter must be one the stage declares
-            from cmle.stages import get_stage
-
-            declared = {p.name for p in get_stage(task["task_key"]).params}
-            assert extra <= declared, (task["task_key"], extra - declared)
+        assert set(named) - {"config"} <= {p.name for p in stage.params}
+    assert "synthetic" in JOB_ONLY_PARAMETERS
 
 
 def test_environment_installs_the_wheel_and_pinned_hyperopt_on_python_311():
@@ -93,7 +115,7 @@ def test_bundle_jobs_validate_with_databricks_bundles(target):
 
 def test_databricks_bundles_rejects_a_misspelt_field():
     raw = yaml.safe_load(BUNDLE.read_text())["resources"]["jobs"]["cmle_pipeline"]
-    raw["tasks"][0]["python_wheel_task"]["entrypoint"] = raw["tasks"][0]["python_wheel_task"].pop("entry_point")
+    raw["tasks"][1]["python_wheel_task"]["entrypoint"] = raw["tasks"][1]["python_wheel_task"].pop("entry_point")
     with pytest.raises(ValueError, match="entrypoint"):
         Job.from_dict(raw)
 
@@ -106,8 +128,26 @@ def test_dev_target_is_a_paused_per_user_development_deployment():
     assert s["tags"] == {"project": "cmle", "target": "dev", "dev": "ann_lee"}
     assert s["schedule"]["pause_status"] == "PAUSED"
     assert job.workspace["file_path"] == "/Workspace/Users/ann.lee@example.com/.bundle/cmle/dev/files"
-    assert job.workspace["artifact_path"] == "/Volumes/main/cmle_dev/artifacts/.bundle/cmle/dev"
+    # development mode: the artifact path holds the user (the Databricks CLI's check)
+    assert job.workspace["artifact_path"] == "/Volumes/main/cmle_dev/artifacts/.bundle/cmle/dev/ann_lee"
     assert s["parameters"][0]["default"] == job.workspace["file_path"] + "/conf/databricks.dev.ini"
+
+
+def test_development_paths_must_hold_the_user(tmp_path):
+    """As the Databricks CLI: in mode development, root, file and artifact paths contain the user."""
+    data = yaml.safe_load(BUNDLE.read_text())
+    data["targets"]["dev"]["workspace"]["artifact_path"] = "/Volumes/main/cmle_dev/artifacts/shared"
+    path = tmp_path / "databricks.yml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="workspace.artifact_path .* must contain the current user name"):
+        bundle.resolve_job(path, "dev", user_name="ann.lee@example.com")
+    with pytest.raises(ConfigError, match="artifact_path"):
+        bundle.resolve_job(path, "dev")  # also without the user (a dry run)
+    bundle.resolve_job(path, "prod", user_name="ann.lee@example.com")  # production mode has no such rule
+    for ok in ("~/artifacts", "/Volumes/a/b/c/ann.lee@example.com", "/Volumes/a/b/c/${workspace.current_user.short_name}"):
+        data["targets"]["dev"]["workspace"]["artifact_path"] = ok
+        path.write_text(yaml.safe_dump(data))
+        bundle.resolve_job(path, "dev", user_name="ann.lee@example.com")
 
 
 def test_prod_target_is_shared_and_scheduled():
@@ -206,9 +246,9 @@ def test_each_targets_config_file_exists_and_loads_for_unity_catalog(target, tmp
     from cmle.databricks.unity_catalog import check_settings, is_unity_catalog
 
     job = _job(target, user_name="u@x.org")
-    (remote,) = bundle.workspace_files(job.settings, job.workspace["file_path"])
+    remote, spec = bundle.workspace_files(job.settings, job.workspace["file_path"])
     local = PROJECT / remote[len(job.workspace["file_path"]) + 1:]
-    assert local.is_file()
+    assert local.is_file() and (PROJECT / spec[len(job.workspace["file_path"]) + 1:]).is_file()  # the model spec
     # the AEP identifiers are the user's to fill in; the secret comes from the scope or environment
     env = {"CMLE_PLATFORM_IMS_ORG_ID": "ORG@AdobeOrg", "CMLE_AUTHENTICATION_CLIENT_ID": "id",
            "CMLE_AUTHENTICATION_CLIENT_SECRET": "s3cr3t-value"}

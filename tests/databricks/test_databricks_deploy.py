@@ -30,17 +30,19 @@ def test_deploy_creates_one_job_with_the_uploaded_wheel_and_config(double, dbx_e
     assert (d.action, d.job_name, d.target) == ("created", DEV_NAME, "dev")
     assert list(double.jobs) == [d.job_id]
     created = double.jobs[d.job_id]
-    assert [t["task_key"] for t in created["tasks"]] == list(STAGE_ORDER)
+    assert [t["task_key"] for t in created["tasks"]] == ["use_synthetic", *STAGE_ORDER]
     # the wheel went to the target's volume under its content hash, and the job installs that file
-    assert d.wheel.startswith("/Volumes/main/cmle_dev/artifacts/.bundle/cmle/dev/.internal/")
+    assert d.wheel.startswith("/Volumes/main/cmle_dev/artifacts/.bundle/cmle/dev/ann_lee/.internal/")
     assert d.wheel.endswith("/cmle-0.1.0-py3-none-any.whl")
     assert double.files[d.wheel] == wheel.read_bytes()
     assert created["environments"][0]["spec"]["dependencies"] == [d.wheel, "hyperopt==0.3.0"]
     # the config file the tasks read was synced to the bundle's file path
-    config = created["parameters"][0]["default"]
+    config, spec = created["parameters"][0]["default"], created["parameters"][1]["default"]
     assert config == f"/Workspace/Users/{USER}/.bundle/cmle/dev/files/conf/databricks.dev.ini"
-    assert d.files == [config]
+    assert spec == f"/Workspace/Users/{USER}/.bundle/cmle/dev/files/conf/models/synthetic.yaml"
+    assert d.files == [config, spec]
     assert double.workspace[config] == (bundle_path.parent / "conf" / "databricks.dev.ini").read_bytes()
+    assert double.workspace[spec] == (bundle_path.parent / "conf" / "models" / "synthetic.yaml").read_bytes()
     assert ("POST", "/api/2.2/jobs/create") in double.calls()
     assert ("GET", "/.well-known/databricks-config") in double.calls("/.well-known/")  # the SDK's discovery
     assert all(r.headers.get("Authorization") == f"Bearer {dbx_env['DATABRICKS_TOKEN']}"
@@ -81,7 +83,7 @@ def test_run_now_follows_the_run_and_prints_each_task(double, dbx_env, bundle_pa
     out = io.StringIO()
     summary = dep.run_and_follow(w, d.job_id, poll_seconds=0.001, out=out)
     assert summary["result_state"] == "SUCCESS"
-    assert summary["tasks"] == {k: "SUCCESS" for k in STAGE_ORDER}
+    assert summary["tasks"] == {k: "SUCCESS" for k in ("use_synthetic", *STAGE_ORDER)}
     assert summary["run_page_url"] == f"{double.host}/#job/{d.job_id}/run/{summary['run_id']}"
     (request,) = [r for r in double.requests if r.path == "/api/2.2/jobs/run-now"]
     token = request.body["idempotency_token"]
@@ -93,7 +95,7 @@ def test_run_now_follows_the_run_and_prints_each_task(double, dbx_env, bundle_pa
         assert all(ln.split()[-1].startswith(f"{double.host}/#job/{d.job_id}/run/") for ln in mine)
     # tasks ran in pipeline order
     running = [ln.split()[0] for ln in lines if " RUNNING " in ln]
-    assert running == list(STAGE_ORDER)
+    assert running == ["use_synthetic", *STAGE_ORDER]
 
 
 def test_the_same_idempotency_token_never_starts_a_second_run(double, dbx_env, bundle_path, wheel):
@@ -149,7 +151,7 @@ def test_dry_run_prints_the_job_and_calls_nothing(double, dbx_env, bundle_path, 
     out = capsys.readouterr().out
     printed = json.loads(out[: out.index("\n}\n") + 2])  # the job definition, then the outputs
     assert printed["name"] == "cmle-pipeline-prod"
-    assert [t["task_key"] for t in printed["tasks"]] == list(STAGE_ORDER)
+    assert [t["task_key"] for t in printed["tasks"]] == ["use_synthetic", *STAGE_ORDER]
     assert printed["environments"][0]["spec"]["dependencies"][0] == \
         "/Volumes/main/cmle/artifacts/.bundle/cmle/prod/.internal/<sha256>/cmle-0.1.0-py3-none-any.whl"
 

@@ -217,7 +217,8 @@ def test_sql_parses_as_spark_sql_and_uses_the_identity(name):
     sql = all_sql()[name]
     statements = sqlglot.parse(sql, read="spark")
     assert len(statements) == 1 and statements[0] is not None
-    assert "_cmle.userid" in sql and "_id" not in sql.replace("_cmle.userid", "")
+    uid = "`_cmle`.`userid`"
+    assert uid in sql and "_id" not in sql.replace(uid, "")
     # It also renders back as Spark SQL (no DuckDB-only construct slipped in).
     assert sqlglot.transpile(sql, read="spark", write="spark")
 

@@ -66,7 +66,8 @@ def reference(rows, profiles, kind: str, t: dt.datetime, fs: FeatureSpec) -> pd.
         row["email_click_rate"] = clicked / opened if opened else None
         p = prof.loc[uid] if uid in prof.index else None
         row["age"] = None if p is None else p.age
-        row["tenure_days"] = None if p is None else (t.date() - p.signup.date()).days
+        days = None if p is None or pd.isna(p.signup) else (t.date() - p.signup.date()).days
+        row["tenure_days"] = days if days is not None and days >= 0 else None  # a sign-up after T is unknown at T
         for col in ("gender", "region", "loyaltyTier"):
             row[col] = None if p is None else p[col]
         out.append(row)

@@ -51,7 +51,8 @@ def test_explore_stage_logs_tables_plots_sql_and_metrics(settings, mlflow_store,
     client = mlflow.MlflowClient(mlflow_store)
     run = _only_run(client)
     assert run.info.status == "FINISHED"
-    assert run.data.params == {"sample_users": "0", "timeout_s": "600.0", **{
+    assert run.data.params == {"sample_users": "0", "timeout_s": "600.0", "spec": "", "dataset": "",
+                               "identity": "", "window_days": "0", "write_spec": "", **{
         k: v for k, v in run.data.params.items() if k.startswith("config.")}}
     metrics = run.data.metrics
     assert metrics["users"] == 7 and metrics["events"] == 22 and metrics["event_types"] == 7
@@ -79,7 +80,7 @@ def test_explore_stage_logs_tables_plots_sql_and_metrics(settings, mlflow_store,
     cooc = pd.read_csv(f"{local}/cooccurrence.csv")
     assert len(cooc) == 49
     with open(f"{local}/sql/event_mix.sql") as fh:
-        assert "COUNT(DISTINCT _cmle.userid)" in fh.read()
+        assert "COUNT(DISTINCT `_cmle`.`userid`)" in fh.read()
 
 
 def test_explore_stage_sample_parameter(settings, mlflow_store, platform):
@@ -108,4 +109,6 @@ def test_explore_stage_with_empty_events_dataset(settings, mlflow_store, platfor
 def test_stage_declaration():
     stage = get_stage("explore")
     assert stage.name == "explore"
-    assert {p.name: p.default for p in stage.params} == {"sample_users": 0, "timeout_s": 600.0}
+    assert {p.name: p.default for p in stage.params} == {"sample_users": 0, "timeout_s": 600.0, "spec": "",
+                                                         "dataset": "", "identity": "", "window_days": 0,
+                                                         "write_spec": ""}

@@ -102,4 +102,12 @@ def test_stage_declares_its_parameters():
     stage = get_stage("synthetic")
     assert {p.name: (p.type, p.default) for p in stage.params} == {
         "profiles": (int, 100_000), "weeks": (int, 10), "end_date": (str, ""), "seed": (int, 42),
-        "legacy": (bool, False), "churn": (bool, True)}
+        "legacy": (bool, False), "churn": (bool, True), "spec": (str, "")}
+
+
+def test_a_spec_of_your_own_data_skips_the_synthetic_data(settings, mlflow_store):
+    from pathlib import Path
+
+    retail = Path(__file__).resolve().parents[2] / "conf" / "models" / "retail.yaml"
+    out = run_stage("synthetic", settings, {**SMALL, "spec": str(retail)})
+    assert out == {"skipped": True, "spec_name": "retail_purchase", "reused": True}

@@ -104,8 +104,10 @@ class AEPPlatform:
         return self.xdm.get_or_create_field_group(title, fields, extends)
 
     def get_or_create_schema(self, title: str, xdm_class: str, field_group_ids: list[str],
-                             identity_field: str = "userid", profile_enabled: bool = False) -> str:
-        return self.xdm.get_or_create_schema(title, xdm_class, field_group_ids, identity_field, profile_enabled)
+                             identity_field: str = "userid", profile_enabled: bool = False,
+                             identity_namespace: str = "ECID") -> str:
+        return self.xdm.get_or_create_schema(title, xdm_class, field_group_ids, identity_field, profile_enabled,
+                                             identity_namespace)
 
     def get_or_create_dataset(self, name: str, schema_id: str, profile_enabled: bool = False) -> Dataset:
         if profile_enabled and not self.xdm.schema_is_profile(schema_id):
@@ -117,6 +119,10 @@ class AEPPlatform:
 
     def get_dataset(self, dataset_id: str) -> Dataset:
         return self.catalog.get_dataset(dataset_id)
+
+    def dataset_fields(self, dataset_id: str) -> dict[str, str]:
+        schema_id = self.catalog.get_dataset(dataset_id).schema_id
+        return self.xdm.schema_fields(schema_id) if schema_id else {}
 
     # --- batch ingestion ----------------------------------------------------------------
     def create_batch(self, dataset_id: str, tags: dict[str, str] | None = None) -> str:

@@ -153,7 +153,8 @@ class XDM:
 
     # --- schemas ---------------------------------------------------------------------------
     def get_or_create_schema(self, title: str, xdm_class: str, field_group_ids: list[str],
-                             identity_field: str = "userid", profile_enabled: bool = False) -> str:
+                             identity_field: str = "userid", profile_enabled: bool = False,
+                             namespace: str = ECID) -> str:
         if xdm_class not in XDM_CLASSES:
             raise PlatformError(f"schema {title!r}: unknown class {xdm_class!r}")
         refs = [*field_group_ids]
@@ -170,7 +171,7 @@ class XDM:
             log.info("created schema %r (%s)", title, schema_id)
         else:
             schema_id = found["$id"]
-        self._ensure_identity(schema_id, title, identity_field)
+        self._ensure_identity(schema_id, title, identity_field, namespace)
         if profile_enabled:
             self._ensure_union(schema_id, title)
         return schema_id
@@ -194,7 +195,7 @@ class XDM:
             out = [d for d in out if d.get("xdm:sourceSchema") == schema_id]
         return out
 
-    def _ensure_identity(self, schema_id: str, title: str, field: str) -> None:
+    def _ensure_identity(self, schema_id: str, title: str, field: str, namespace: str = ECID) -> None:
         path = f"/_{self.tenant_id()}/{field}"
 
         def find():
@@ -203,13 +204,18 @@ class XDM:
                     return d
             return None
 
-        if find() is not None:
+        found = find()
+        if found is not None:
+            if found.get("xdm:namespace", ECID) != namespace:
+                raise PlatformError(f"schema {title!r} has its primary identity in namespace "
+                                    f"{found.get('xdm:namespace')}, not {namespace}; run cleanup or choose another "
+                                    "owner")
             return
         desc = {"@type": "xdm:descriptorIdentity", "xdm:sourceSchema": schema_id, "xdm:sourceVersion": "1",  # a string, as schema-registry.yaml types it
-                "xdm:sourceProperty": path, "xdm:namespace": ECID, "xdm:property": "xdm:id",
+                "xdm:sourceProperty": path, "xdm:namespace": namespace, "xdm:property": "xdm:id",
                 "xdm:isPrimary": True}
         res, _ = self.c.transport.create_once(
-            what=f"create the ECID identity of {title!r}",
+            what=f"create the {namespace} identity of {title!r}",
             create=lambda: self.c.schema.createDescriptor(descriptorObj=desc), find=find)
         _required(res, "@id", f"create the identity descriptor of {title!r}")
 
@@ -239,11 +245,11 @@ class XDM:
                                     "the AEP UI (Schemas > Profile toggle) or check that it has a primary identity")
         log.info("schema %r enabled for Profile", title)
 
-    def tenant_fields(self, schema_id: str) -> set[str]:
-        """Names of the custom fields (under ``_{tenant}``) the schema's field groups define."""
+    def _custom_properties(self, schema: dict) -> dict[str, dict]:
+        """The custom fields (under ``_{tenant}``) that a schema's field groups define, by name."""
         tenant = f"_{self.tenant_id()}"
-        out: set[str] = set()
-        for ref in self.get("schemas", schema_id).get("allOf") or []:
+        out: dict[str, dict] = {}
+        for ref in schema.get("allOf") or []:
             fg_id = ref.get("$ref", "") if isinstance(ref, dict) else ""
             if "/mixins/" not in fg_id and "/fieldgroups/" not in fg_id:
                 continue
@@ -251,9 +257,28 @@ class XDM:
                 fg = self.get("fieldgroups", fg_id)
             except AEPNotFound:
                 continue
-            out |= set(fg.get("definitions", {}).get("customFields", {}).get("properties", {})
-                       .get(tenant, {}).get("properties", {}))
+            out |= (fg.get("definitions", {}).get("customFields", {}).get("properties", {})
+                    .get(tenant, {}).get("properties", {}))
         return out
+
+    def tenant_fields(self, schema_id: str) -> set[str]:
+        """Names of the custom fields (under ``_{tenant}``) the schema's field groups define."""
+        return set(self._custom_properties(self.get("schemas", schema_id)))
+
+    def schema_fields(self, schema_id: str) -> dict[str, str]:
+        """The schema's leaf fields ``{path: XDM type}`` from its expanded form (``xed-full``);
+        when the answer carries no expanded properties, the custom fields of its field groups."""
+        from cmle.platform import fields
+
+        try:
+            full = self.get("schemas", schema_id, full=True)
+        except AEPNotFound:
+            return {}
+        if isinstance(full, dict) and full.get("properties"):
+            return fields.from_xdm(full)
+        tenant = f"_{self.tenant_id()}"
+        props = self._custom_properties(full if isinstance(full, dict) else {})
+        return {f"{tenant}.{k}": v for k, v in fields.from_xdm({"properties": props}).items()}
 
     def schema_is_profile(self, schema_id: str) -> bool:
         return UNION_TAG in (self.get("schemas", schema_id).get("meta:immutableTags") or [])

@@ -8,7 +8,8 @@ field plus ``_acp_batch`` (the batch that brought the row), and queried through 
 
 Rows are loaded by COPY of the flattened table into a temporary table, then one
 ``INSERT ... SELECT`` that rebuilds the composite values (``NULL`` when the struct
-itself is null). Lists are not supported (the synthetic data has none).
+itself is null). Arrays (``productListItems``) and maps (``identityMap``) are ``jsonb``
+(a map as an object of its keys), which :mod:`.sqlxlate` reads with ``->``/``->>``.
 
 :func:`dump_table` reads a table back to Arrow (CTAS results become Parquet batch files).
 """
@@ -37,7 +38,33 @@ class UnsupportedType(ValueError):
     pass
 
 
+def _is_json(t: pa.DataType) -> bool:
+    """Arrays and maps live in jsonb columns."""
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_map(t)
+
+
+def _json_text(arr: pa.Array) -> pa.Array:
+    """An array or map column as JSON text per row (NULL stays NULL)."""
+    import json
+
+    def plain(v):
+        if isinstance(v, list) and v and all(isinstance(x, tuple) and len(x) == 2 for x in v) and \
+                pa.types.is_map(arr.type):
+            return {k: plain(x) for k, x in v}
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if hasattr(v, "isoformat"):
+            return v.isoformat()
+        return v
+
+    return pa.array([None if v is None else json.dumps(plain(v)) for v in arr.to_pylist()], pa.string())
+
+
 def _scalar_pg(t: pa.DataType) -> str:
+    if _is_json(t):
+        return "jsonb"
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t):
         return "text"
     if pa.types.is_boolean(t):
@@ -100,12 +127,16 @@ def _flatten(arrays: list[tuple[tuple[str, ...], pa.Array]], out: list[tuple[str
         if pa.types.is_struct(arr.type):
             out.append(("valid:" + "/".join(path), arr.is_valid()))
             _flatten([((*path, arr.type.field(i).name), arr.field(i)) for i in range(arr.type.num_fields)], out)
+        elif _is_json(arr.type):
+            out.append(("json:" + "/".join(path), _json_text(arr)))
         else:
             out.append(("leaf:" + "/".join(path), arr))
 
 
 def _expr(table: str, path: tuple[str, ...], t: pa.DataType, names: dict[str, str]) -> str:
     key = "/".join(path)
+    if _is_json(t):
+        return f"{q(names['json:' + key])}::jsonb"
     if not pa.types.is_struct(t):
         return q(names["leaf:" + key])
     inner = ", ".join(_expr(table, (*path, f.name), f.type, names) for f in t)
@@ -116,6 +147,8 @@ def _conform(arr: pa.Array, t: pa.DataType) -> pa.Array:
     """``arr`` as type ``t``; struct fields ``arr`` lacks become nulls."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
+    if _is_json(t):
+        return arr
     if pa.types.is_struct(t) and pa.types.is_struct(arr.type):
         have = {arr.type.field(i).name: i for i in range(arr.type.num_fields)}
         children = [_conform(arr.field(have[f.name]), f.type) if f.name in have else pa.nulls(len(arr), f.type)
@@ -138,7 +171,7 @@ def insert_rows(cur, table: str, data: pa.Table, batch_id: str, expected: pa.Sch
     names = {key: f"c{i}" for i, (key, _) in enumerate(flat)}
     stage_cols = []
     for key, arr in flat:
-        pg = "boolean" if key.startswith("valid:") else _scalar_pg(arr.type)
+        pg = "boolean" if key.startswith("valid:") else "text" if key.startswith("json:") else _scalar_pg(arr.type)
         stage_cols.append(f"{q(names[key])} {pg}")
     stage = f"stage_{uuid.uuid4().hex[:16]}"
     cur.execute(f"CREATE TEMP TABLE {q(stage)} ({', '.join(stage_cols)}) ON COMMIT DROP")

@@ -16,6 +16,11 @@ here before PostgreSQL sees it. Rules beyond sqlglot's Spark -> Postgres transpi
   statements as one query) becomes the list of its statements.
 * **Spark functions PostgreSQL lacks** are defined once per database by
   :data:`SHIM_FUNCTIONS` (``unix_micros``, ``hour``, ``day_of_week``, ``arg_max``, ...).
+* **Arrays and maps** (``identityMap``, ``productListItems``) are ``jsonb`` columns:
+  ``identityMap['ECID'][0].id`` becomes ``"identityMap" -> 'ECID' -> 0 ->> 'id'``,
+  ``size(x)`` ``jsonb_array_length(x)``, and the per-row sum over an array's elements,
+  ``aggregate(transform(arr, v -> CAST(v.f AS DOUBLE)), 0D, (acc, y) -> acc + COALESCE(y, 0D))``,
+  a ``SUM`` over ``jsonb_array_elements(arr)``.
 
 Limitation (documented in the README of the double): composite values come back to a
 client as PostgreSQL row literals, not as Spark structs; stages select leaf fields.
@@ -91,6 +96,7 @@ class Catalog:
 
     tables: set[str] = field(default_factory=set)
     names: dict[str, str] = field(default_factory=dict)  # lower -> spelling in the catalog
+    json_names: set[str] = field(default_factory=set)  # lower-case names of jsonb columns and fields
 
     def spell(self, name: str) -> str:
         return self.names.get(name.lower(), name)
@@ -181,6 +187,91 @@ def _rewrite_columns(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
     return tree.transform(visit)
 
 
+def _json_base(node: exp.Expression, catalog: Catalog) -> bool:
+    """True for a reference to a jsonb column or composite field (an array or a map)."""
+    if isinstance(node, exp.Paren):
+        return _json_base(node.this, catalog)
+    if isinstance(node, exp.Column) and not node.args.get("table"):
+        return node.name.lower() in catalog.json_names
+    if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Identifier):
+        return node.expression.name.lower() in catalog.json_names and not _json_chain(node.this, catalog)
+    return False
+
+
+def _json_chain(node: exp.Expression, catalog: Catalog):
+    """(base, steps) when ``node`` is a Bracket/Dot chain into a jsonb value, else None."""
+    steps, cur = [], node
+    while True:
+        if _json_base(cur, catalog):
+            return (cur, list(reversed(steps))) if steps else None
+        if isinstance(cur, exp.Bracket) and len(cur.expressions) == 1 and isinstance(cur.expressions[0], exp.Literal):
+            lit = cur.expressions[0]
+            steps.append(lit.this if lit.is_string else int(lit.this))
+            cur = cur.this
+        elif isinstance(cur, exp.Dot) and isinstance(cur.expression, exp.Identifier):
+            steps.append(cur.expression.name)
+            cur = cur.this
+        else:
+            return None
+
+
+def _json_sql(base_sql: str, steps: list, text: bool) -> str:
+    out = base_sql
+    for i, step in enumerate(steps):
+        op = "->>" if text and i == len(steps) - 1 else "->"
+        out += f" {op} " + (str(step) if isinstance(step, int) else "'" + str(step).replace("'", "''") + "'")
+    return f"({out})"
+
+
+def _pg(node: exp.Expression) -> str:
+    return node.sql(dialect="postgres", identify=True)
+
+
+def _rewrite_json(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
+    """Arrays and maps held as jsonb: see the module docstring."""
+    if not catalog.json_names:
+        return tree
+
+    def array_sum(node: exp.Reduce):
+        tr = node.this
+        lam = tr.expression if isinstance(tr, exp.Transform) else None
+        if lam is None or not isinstance(lam, exp.Lambda) or len(lam.expressions) != 1:
+            return None
+        chain = _json_chain(tr.this, catalog)
+        arr = _pg(tr.this) if chain is None and _json_base(tr.this, catalog) else \
+            _json_sql(_pg(chain[0]), chain[1], text=False) if chain else None
+        if arr is None:
+            return None
+        var = lam.expressions[0].name
+        body = lam.this.this if isinstance(lam.this, (exp.Cast, exp.TryCast)) else lam.this
+        steps, cur = [], body
+        while isinstance(cur, exp.Dot):
+            steps.append(cur.expression.name)
+            cur = cur.this
+        if not isinstance(cur, (exp.Identifier, exp.Column)) or cur.name != var or not steps:
+            return None
+        elem = _json_sql(f'"{var}"', list(reversed(steps)), text=True)
+        return sqlglot.parse_one(f"CASE WHEN {arr} IS NULL THEN NULL ELSE COALESCE((SELECT SUM(CAST({elem} AS DOUBLE "
+                                 f"PRECISION)) FROM jsonb_array_elements({arr}) AS \"{var}\"), 0) END", read="postgres")
+
+    for node in list(tree.find_all(exp.Reduce)):
+        new = array_sum(node)
+        if new is not None:
+            node.replace(new)
+    for node in list(tree.find_all(exp.ArraySize)):
+        chain = _json_chain(node.this, catalog)
+        if chain is not None or _json_base(node.this, catalog):
+            arr = _json_sql(_pg(chain[0]), chain[1], text=False) if chain else _pg(node.this)
+            node.replace(sqlglot.parse_one(f"jsonb_array_length({arr})", read="postgres"))
+    for node in list(tree.find_all(exp.Bracket, exp.Dot)):
+        if node.parent is not None and isinstance(node.parent, (exp.Bracket, exp.Dot)) and node.arg_key == "this":
+            continue  # inside a longer chain: its top is rewritten
+        chain = _json_chain(node, catalog)
+        if chain is not None:
+            node.replace(sqlglot.parse_one(_json_sql(_pg(chain[0]), chain[1], text=True), read="postgres"))
+    return tree
+
+
 def translate(sql: str, catalog: Catalog) -> list[str]:
     """PostgreSQL statements for one Spark SQL text (one statement, several, or a block)."""
     out = []
@@ -194,7 +285,7 @@ def translate(sql: str, catalog: Catalog) -> list[str]:
         for tree in trees:
             if tree is None:
                 continue
-            tree = _rewrite_columns(tree, catalog)
+            tree = _rewrite_json(_rewrite_columns(tree, catalog), catalog)
             out.append(tree.sql(dialect="postgres", identify=True))
     return out
 
@@ -202,12 +293,14 @@ def translate(sql: str, catalog: Catalog) -> list[str]:
 def load_catalog(cur) -> Catalog:
     """Table, column and composite field names of the ``public`` schema."""
     cur.execute("""
-        SELECT c.relname, c.relkind, a.attname
+        SELECT c.relname, c.relkind, a.attname, format_type(a.atttypid, NULL)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'c', 'm')""")
     cat = Catalog()
-    for relname, relkind, attname in cur.fetchall():
+    for relname, relkind, attname, typ in cur.fetchall():
+        if typ == "jsonb":
+            cat.json_names.add(attname.lower())
         if relkind in ("r", "v", "m"):
             cat.tables.add(relname.lower())
         # A column named like another in lower case keeps the first spelling seen.
