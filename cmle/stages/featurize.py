@@ -8,7 +8,9 @@ that passes replaces the accepted one, so a failed run never leaves a bad set fo
 
 Times are UTC. "Now" (the scoring snapshot) is the midnight that ends the day of the last
 event; the default training snapshot T is ``outcome_days`` before it, so the outcome
-window (T, T + W] ends with the data.
+window (T, T + W] ends with the data. Before any feature query, the windows are checked
+against the history the events hold, and windows left at 0 follow it
+(:mod:`cmle.features.windows`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from cmle.engines import spark_features
 from cmle.errors import CmleError, DataCheckError, NotFoundError, ParameterError
 from cmle.features import checks, render
 from cmle.features import spec as fspec
+from cmle.features import windows as windows_check
 from cmle.platform.base import Dataset, Resource
 from cmle.stages import Param, Stage
 
@@ -74,23 +77,17 @@ def parse_snapshot(text: str) -> dt.datetime:
     return render.utc(when)
 
 
-def resolve_snapshot(text: str, rng: DataRange, fs: fspec.FeatureSpec) -> dt.datetime:
-    """T from the parameter (default: ``outcome_days`` before "now"); refuse a T whose outcome
-    window is not fully observed or that has no history before it."""
-    t = parse_snapshot(text) if text.strip() else rng.end - dt.timedelta(days=fs.outcome_days)
-    latest = rng.end - dt.timedelta(days=fs.outcome_days)
-    if t > latest:
-        raise ParameterError(
-            f"featurize: the outcome window ({t:%Y-%m-%d %H:%M}, +{fs.outcome_days} days] ends after the data "
-            f"({rng.end:%Y-%m-%d}): conversions after the data would be missed and counted as negatives. Choose "
-            f"snapshot_date on or before {latest:%Y-%m-%d}, or a shorter outcome_days")
-    if t <= rng.first:
-        raise ParameterError(f"featurize: snapshot {t:%Y-%m-%d %H:%M} is not after the first event "
-                             f"({rng.first:%Y-%m-%d %H:%M}): there is no history to compute features from")
-    if t - dt.timedelta(days=fs.lookback_days) < rng.first - dt.timedelta(days=1):
-        log.warning("the look-back window starts %s, before the first event (%s): features cover less than "
-                    "lookback_days", f"{t - dt.timedelta(days=fs.lookback_days):%Y-%m-%d}", f"{rng.first:%Y-%m-%d}")
-    return t
+def resolve_windows(snapshot_date: str, rng: DataRange, lookback_days: int, outcome_days: int,
+                 recent: tuple[int, ...]) -> windows_check.WindowPlan:
+    """T and the windows for these data (windows at 0 follow the history), checked against
+    the history before any feature query runs; warnings and choices are logged."""
+    snapshot = parse_snapshot(snapshot_date) if snapshot_date.strip() else None
+    plan = windows_check.plan_windows(rng.first, rng.end, lookback_days, outcome_days, snapshot, recent)
+    for message in plan.info:
+        log.info("%s", message)
+    for message in plan.warnings:
+        log.warning("%s", message)
+    return plan
 
 
 def parse_windows(text: str) -> tuple[int, ...]:
@@ -156,8 +153,8 @@ def build_set(ctx: Context, name: str, key: str, query: render.FeatureQuery, *, 
     return ds, stats
 
 
-def featurize(ctx: Context, snapshot_date: str = "", lookback_days: int = fspec.DEFAULT_LOOKBACK_DAYS,
-              outcome_days: int = fspec.DEFAULT_OUTCOME_DAYS, windows: str = "7,14,28", framing: str = "both",
+def featurize(ctx: Context, snapshot_date: str = "", lookback_days: int = windows_check.AUTO,
+              outcome_days: int = windows_check.AUTO, windows: str = "7,14,28", framing: str = "both",
               min_positives: int = fspec.DEFAULT_MIN_POSITIVES, min_negatives: int = fspec.DEFAULT_MIN_NEGATIVES,
               max_null_rate: float = checks.DEFAULT_MAX_NULL_RATE, cmle_seed: int = fspec.DEFAULT_CMLE_SEED,
               timeout_s: float = 600.0, rebuild: bool = False) -> dict:
@@ -216,9 +213,15 @@ def _build_sets(ctx: Context, snapshot_date: str, lookback_days: int, outcome_da
     owner = ctx.owner
     events = _dataset(ctx, naming.events_dataset(owner), "events")
     profiles = _dataset(ctx, naming.profiles_dataset(owner), "profiles")
-    fs = fspec.FeatureSpec(lookback_days=lookback_days, outcome_days=outcome_days, windows=parse_windows(windows))
+    recent = parse_windows(windows)
     rng = data_range(ctx, events, timeout_s)
-    t = resolve_snapshot(snapshot_date, rng, fs)
+    plan = resolve_windows(snapshot_date, rng, lookback_days, outcome_days, recent)
+    lookback_days, outcome_days, t = plan.lookback_days, plan.outcome_days, plan.snapshot
+    fs = fspec.FeatureSpec(lookback_days=lookback_days, outcome_days=outcome_days, windows=recent)
+    if mlflow.active_run() is not None:
+        tracking.log_params({"lookback_days": lookback_days, "outcome_days": outcome_days,
+                             "history_days": plan.history_days}, prefix="resolved.")
+        mlflow.log_text("\n".join(plan.info + plan.warnings) + "\n", "featurize/windows.txt")
     tenant = ctx.platform.tenant_id
     limits = dict(min_positives=min_positives, min_negatives=min_negatives, max_null_rate=max_null_rate,
                   timeout_s=timeout_s)
@@ -263,10 +266,10 @@ STAGE = Stage(
     params=(
         Param("snapshot_date", str, "", "training snapshot T, YYYY-MM-DD (midnight UTC) or an ISO timestamp; "
               "empty: outcome_days before the end of the last event's day"),
-        Param("lookback_days", int, fspec.DEFAULT_LOOKBACK_DAYS, "days of events before T that features use",
-              min=1),
-        Param("outcome_days", int, fspec.DEFAULT_OUTCOME_DAYS, "outcome window W: label = converted in (T, T+W]",
-              min=1),
+        Param("lookback_days", int, windows_check.AUTO, "days of events before T that features use; 0: follow "
+              "the history (every whole day before T, at most 365; 56 with 10 weeks of data)", min=0),
+        Param("outcome_days", int, windows_check.AUTO, "outcome window W: label = converted in (T, T+W]; 0: "
+              "follow the history (14 days, or half the history when shorter)", min=0),
         Param("windows", str, ",".join(map(str, fspec.DEFAULT_WINDOWS)), "recent-activity windows in days "
               "(counts per event type in each), comma-separated; empty: only the whole look-back"),
         Param("framing", str, "both", "training set framing: pit (point in time), cmle (the notebooks' "

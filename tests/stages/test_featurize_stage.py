@@ -97,7 +97,7 @@ def test_snapshot_outside_the_data_is_refused(settings, platform, data, snapshot
 
 
 @pytest.mark.parametrize("params", [{"windows": "7,x"}, {"windows": "0"}, {"max_null_rate": 0.0},
-                                    {"framing": "weekly"}, {"lookback_days": 0}])
+                                    {"framing": "weekly"}, {"lookback_days": -1}])
 def test_bad_parameters_are_refused(settings, platform, data, params):
     with pytest.raises(ParameterError):
         run_stage("featurize", settings, {**SMALL, **params})
