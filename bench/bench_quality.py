@@ -136,7 +136,9 @@ def print_table(cells: list[Cell]) -> None:
     print("-" * len(head))
     for c in cells:
         if c.status != "ok":
-            print(f"{c.name:<20} {c.status}: {c.note[:150]}")
+            # a featurize refusal names its check in brackets: show from there
+            note = c.note[c.note.find("["):] if c.status == "refused" and "[" in c.note else c.note
+            print(f"{c.name:<20} {c.status}: {note[:110]}")
             continue
         v = c.values
         ratio = "-" if np.isnan(v["ratio"]) else f"{v['ratio']:.3f}"
