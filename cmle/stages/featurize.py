@@ -78,7 +78,7 @@ def parse_snapshot(text: str) -> dt.datetime:
 
 
 def resolve_windows(snapshot_date: str, rng: DataRange, lookback_days: int, outcome_days: int,
-                 recent: tuple[int, ...]) -> windows_check.WindowPlan:
+                    recent: tuple[int, ...]) -> windows_check.WindowPlan:
     """T and the windows for these data (windows at 0 follow the history), checked against
     the history before any feature query runs; warnings and choices are logged."""
     snapshot = parse_snapshot(snapshot_date) if snapshot_date.strip() else None
@@ -190,7 +190,7 @@ def _sql_fingerprint() -> str:
     digest = hashlib.sha256()
     for name in sorted(p.name for p in resources.files("cmle.sql").iterdir() if p.name.endswith(".sql")):
         digest.update(resources.files("cmle.sql").joinpath(name).read_bytes())
-    for module in (render, fspec):
+    for module in (render, fspec, windows_check):  # the windows decide the sets as much as the SQL
         digest.update(resources.files("cmle.features").joinpath(module.__name__.rsplit(".", 1)[1] + ".py").read_bytes())
     return digest.hexdigest()[:16]
 
