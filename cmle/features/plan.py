@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 from cmle.columns import META_COLUMNS
-from cmle.features.spec import FeatureSpec
+from cmle.features.spec import DEFAULT_LOOKBACK_DAYS, FeatureSpec
 from cmle.modelspec.model import EventTypeFeature, ModelSpec, SpecError, slug
 
 NUMERIC, CATEGORICAL = "numeric", "categorical"
@@ -139,8 +139,10 @@ def _infos(spec: ModelSpec, w: FeatureSpec, events: tuple[EventTypeFeature, ...]
 def make_plan(spec: ModelSpec, tenant: str, windows: FeatureSpec | None = None,
               auto_types: tuple[str, ...] = ()) -> FeaturePlan:
     """The plan of ``spec`` for ``tenant``; ``windows`` defaults to the spec's. Raises
-    :class:`SpecError` when two features end up with one name."""
-    w = windows or FeatureSpec(lookback_days=spec.features.lookback_days, outcome_days=spec.goal.window_days,
+    :class:`SpecError` when two features end up with one name. A look-back the spec leaves to
+    the history (featurize resolves it against the data) is taken as the default 56 days here."""
+    w = windows or FeatureSpec(lookback_days=spec.features.lookback_days or DEFAULT_LOOKBACK_DAYS,
+                               outcome_days=spec.goal.window_days,
                                windows=spec.features.windows)
     explicit = {t.event_type for t in spec.features.event_types}
     auto = tuple(t for t in dict.fromkeys(auto_types) if t not in explicit)

@@ -3,7 +3,9 @@
 The split is stratified on the label and seeded: train (fit), validation (model selection
 and calibration) and holdout (evaluated once, at the end). The final model is the chosen
 point refitted on the training split and calibrated on the validation split, so the
-calibrator never sees rows the classifier was fitted on and the holdout stays untouched.
+calibrator never sees rows the classifier was fitted on and the holdout stays untouched;
+on small data, an ensemble over folds of train + validation, each fold model calibrated on
+the rows it did not see (:mod:`cmle.model.budget`).
 """
 
 from __future__ import annotations
@@ -103,10 +105,29 @@ def sample_rows(X: pd.DataFrame, y: np.ndarray, max_rows: int, seed: int) -> tup
     return X_part, y_part
 
 
+def pooled(train: tuple[pd.DataFrame, np.ndarray], valid: tuple[pd.DataFrame, np.ndarray]
+           ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Train and validation rows as one set (small data: cross-validation over both)."""
+    return pd.concat([train[0], valid[0]]), np.concatenate([train[1], valid[1]])
+
+
+def cv_splits(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified, shuffled, seeded ``(fit rows, held-out rows)`` positions: the same folds for
+    tuning and for the final ensemble."""
+    from sklearn.model_selection import StratifiedKFold
+
+    return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+
+
 def fit_calibrated(params: dict, spec: FeatureSpec, train: tuple[pd.DataFrame, np.ndarray],
                    valid: tuple[pd.DataFrame, np.ndarray], seed: int, calibration: str = "sigmoid",
-                   n_jobs: int = 1):
+                   n_jobs: int = 1, cv_folds: int = 0):
     """Fit the chosen point on ``train``; calibrate it on ``valid`` (sigmoid = Platt, isotonic, none).
+
+    With ``cv_folds`` > 1 (small data, :mod:`cmle.model.budget`) and a calibration: the point
+    is fitted on each fold of :func:`cv_splits` over train + valid, calibrated on the rows
+    that fold left out, and the fold models' probabilities are averaged (scikit-learn's
+    ``CalibratedClassifierCV(ensemble=True)``).
 
     Returns an estimator with ``predict_proba`` over prepared feature frames.
     """
@@ -115,7 +136,12 @@ def fit_calibrated(params: dict, spec: FeatureSpec, train: tuple[pd.DataFrame, n
 
     if calibration not in CALIBRATIONS:
         raise ParameterError(f"calibration = {calibration!r}: choose one of {', '.join(CALIBRATIONS)}")
-    estimator = space.build_estimator(params, spec, seed=seed, n_jobs=n_jobs).fit(*train)
+    estimator = space.build_estimator(params, spec, seed=seed, n_jobs=n_jobs)
+    if cv_folds > 1 and calibration != "none":
+        X, y = pooled(train, valid)
+        return CalibratedClassifierCV(estimator, method=calibration, cv=cv_splits(y, cv_folds, seed),
+                                      ensemble=True).fit(X, y)
+    estimator.fit(*train)
     if calibration == "none":
         return estimator
     return CalibratedClassifierCV(FrozenEstimator(estimator), method=calibration).fit(*valid)

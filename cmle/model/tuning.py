@@ -21,7 +21,7 @@ from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, tpe
 from hyperopt.exceptions import AllTrialsFailed
 
 from cmle.errors import DataCheckError, ParameterError
-from cmle.model import metrics, space
+from cmle.model import fit, metrics, space
 from cmle.model.preprocess import FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -59,20 +59,36 @@ def startup_trials(max_evals: int) -> int:
 
 def tune(train: tuple[pd.DataFrame, np.ndarray], valid: tuple[pd.DataFrame, np.ndarray], spec: FeatureSpec,
          families: tuple[str, ...], max_evals: int, seed: int, metric: str = "roc_auc",
-         n_jobs: int = 1, log_runs: bool = True) -> TuningResult:
+         n_jobs: int = 1, log_runs: bool = True, cv_folds: int = 0) -> TuningResult:
     """Search ``max_evals`` points with TPE (``rstate=np.random.default_rng(seed)``).
 
-    Each trial fits on ``train`` and is scored on ``valid`` with ``metric``. With
-    ``log_runs`` each trial is a nested MLflow run under the active run.
+    Each trial fits on ``train`` and is scored on ``valid`` with ``metric``; with
+    ``cv_folds`` > 1 it is scored instead by the mean ``metric`` over the folds of
+    :func:`cmle.model.fit.cv_splits` on train + valid (small data: see
+    :mod:`cmle.model.budget`). With ``log_runs`` each trial is a nested MLflow run under
+    the active run.
     """
     if metric not in metrics.SELECTION_METRICS:
         raise ParameterError(f"metric = {metric!r}: choose one of {', '.join(metrics.SELECTION_METRICS)}")
     if max_evals < 1:
         raise ParameterError(f"max_evals = {max_evals}: at least one evaluation is needed")
-    X_train, y_train = train
-    X_valid, y_valid = valid
+    if cv_folds > 1:
+        X_all, y_all = fit.pooled(train, valid)
+        folds = [((X_all.iloc[a], y_all[a]), (X_all.iloc[b], y_all[b]))
+                 for a, b in fit.cv_splits(y_all, cv_folds, seed)]
+    else:
+        folds = [(train, valid)]
     sign = metrics.SELECTION_METRICS[metric]
     done: list[Trial] = []
+
+    def score(params: dict[str, Any]) -> tuple[float, float]:
+        """The selection metric and ROC-AUC, averaged over the folds."""
+        values = []
+        for (X_fit, y_fit), (X_score, y_score) in folds:
+            estimator = space.build_estimator(params, spec, seed=seed, n_jobs=n_jobs).fit(X_fit, y_fit)
+            p = estimator.predict_proba(X_score)[:, 1]
+            values.append((metrics.selection_score(metric, y_score, p), metrics.roc_auc(y_score, p)))
+        return tuple(float(np.mean(v)) for v in zip(*values))
 
     def objective(params: dict[str, Any]) -> dict[str, Any]:
         trial = Trial(number=len(done), params=dict(params), status="ok")
@@ -85,12 +101,10 @@ def tune(train: tuple[pd.DataFrame, np.ndarray], valid: tuple[pd.DataFrame, np.n
                 trial.run_id = run.info.run_id
                 mlflow.set_tags({"cmle.trial": str(trial.number), "cmle.family": params["family"]})
                 mlflow.log_params(space.loggable(params))
-            estimator = space.build_estimator(params, spec, seed=seed, n_jobs=n_jobs).fit(X_train, y_train)
-            p = estimator.predict_proba(X_valid)[:, 1]
+            trial.score, roc_auc = score(params)
             trial.seconds = time.perf_counter() - started
-            trial.score = metrics.selection_score(metric, y_valid, p)
             if run is not None:
-                mlflow.log_metrics({f"val_{metric}": trial.score, "val_roc_auc": metrics.roc_auc(y_valid, p),
+                mlflow.log_metrics({f"val_{metric}": trial.score, "val_roc_auc": roc_auc,
                                     "fit_seconds": trial.seconds})
             if not np.isfinite(trial.score):
                 raise ValueError(f"validation {metric} is not finite")

@@ -22,7 +22,7 @@ from cmle.modelspec.yamlpos import dotted, line_of
 OCCURS, DOES_NOT_OCCUR = "occurs", "does_not_occur"
 AGGREGATIONS = ("sum", "avg", "max", "min", "count")
 DEFAULT_AGGREGATIONS = ("sum", "avg", "max")
-DEFAULT_LOOKBACK_DAYS = 56
+AUTO_LOOKBACK = 0  # features.lookback_days left out: the look-back follows the history (cmle.features.windows)
 DEFAULT_WINDOWS = (7, 14, 28)
 
 
@@ -328,7 +328,7 @@ class _Builder:
                            profile_condition=prof_cond)
 
     def features(self, f: dict, goal: Goal, eligibility: Eligibility) -> Features:
-        lookback = int(f.get("lookback_days", DEFAULT_LOOKBACK_DAYS))
+        lookback = int(f.get("lookback_days", AUTO_LOOKBACK))  # left out: follow the history
         windows = tuple(f.get("windows", DEFAULT_WINDOWS))
         types: list[EventTypeFeature] = []
         for i, item in enumerate(f.get("event_types") or []):

@@ -124,7 +124,7 @@ def discover_dataset(ctx: Context, spec: ModelSpec, ds: Dataset, result: Explora
                                      rng.end, window, timeout_s)
     identity = ({"namespace": spec.events.identity.namespace} if spec.events.identity.in_identity_map else
                 {"field": spec.events.identity.field.text, "namespace": spec.events.identity.namespace})
-    lookback = max(7, min(spec.features.lookback_days, int(rng.days - window)))
+    lookback = max(7, min(spec.features.lookback_days or int(rng.days - window), int(rng.days - window)))
     text = starter_spec(name=spec.name if spec.name != "discovery" else ds.table.removeprefix("cmle_"),
                         dataset=ds.name, identity=identity, goals=goals, fields=filled, window_days=window,
                         lookback_days=lookback, tenant=platform.tenant_id)

@@ -14,7 +14,9 @@ errors naming the spec's line.
 
 Times are UTC. "Now" (the scoring snapshot) is the midnight that ends the day of the last
 event; the default training snapshot T is ``outcome_days`` before it, so the outcome
-window (T, T + W] ends with the data.
+window (T, T + W] ends with the data. Before any feature query, the windows are checked
+against the history the events hold, and windows left at 0 follow it
+(:mod:`cmle.features.windows`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from cmle.features import spec as fspec
 from cmle.features.plan import FeaturePlan, make_plan
 from cmle.modelspec import ModelSpec, data as specdata, spec_for
 from cmle.modelspec.data import DataRange
+from cmle.features import windows as windows_check
 from cmle.platform.base import Dataset, Resource
 from cmle.stages import SPEC_PARAM, Param, Stage
 
@@ -62,23 +65,17 @@ def parse_snapshot(text: str) -> dt.datetime:
     return render.utc(when)
 
 
-def resolve_snapshot(text: str, rng: DataRange, fs: fspec.FeatureSpec) -> dt.datetime:
-    """T from the parameter (default: ``outcome_days`` before "now"); refuse a T whose outcome
-    window is not fully observed or that has no history before it."""
-    t = parse_snapshot(text) if text.strip() else rng.end - dt.timedelta(days=fs.outcome_days)
-    latest = rng.end - dt.timedelta(days=fs.outcome_days)
-    if t > latest:
-        raise ParameterError(
-            f"featurize: the outcome window ({t:%Y-%m-%d %H:%M}, +{fs.outcome_days} days] ends after the data "
-            f"({rng.end:%Y-%m-%d}): conversions after the data would be missed and counted as negatives. Choose "
-            f"snapshot_date on or before {latest:%Y-%m-%d}, or a shorter outcome_days")
-    if t <= rng.first:
-        raise ParameterError(f"featurize: snapshot {t:%Y-%m-%d %H:%M} is not after the first event "
-                             f"({rng.first:%Y-%m-%d %H:%M}): there is no history to compute features from")
-    if t - dt.timedelta(days=fs.lookback_days) < rng.first - dt.timedelta(days=1):
-        log.warning("the look-back window starts %s, before the first event (%s): features cover less than "
-                    "lookback_days", f"{t - dt.timedelta(days=fs.lookback_days):%Y-%m-%d}", f"{rng.first:%Y-%m-%d}")
-    return t
+def resolve_windows(snapshot_date: str, rng: DataRange, lookback_days: int, outcome_days: int,
+                    recent: tuple[int, ...]) -> windows_check.WindowPlan:
+    """T and the windows for these data (windows at 0 follow the history), checked against
+    the history before any feature query runs; warnings and choices are logged."""
+    snapshot = parse_snapshot(snapshot_date) if snapshot_date.strip() else None
+    plan = windows_check.plan_windows(rng.first, rng.end, lookback_days, outcome_days, snapshot, recent)
+    for message in plan.info:
+        log.info("%s", message)
+    for message in plan.warnings:
+        log.warning("%s", message)
+    return plan
 
 
 def parse_windows(text: str) -> tuple[int, ...] | None:
@@ -98,15 +95,24 @@ def parse_windows(text: str) -> tuple[int, ...] | None:
     return windows
 
 
-def feature_windows(spec: ModelSpec, lookback_days: int, outcome_days: int, windows: str) -> fspec.FeatureSpec:
-    """The windows of this run: each parameter left at 0 / empty takes the spec's value."""
+def feature_windows(spec: ModelSpec, snapshot_date: str, rng: DataRange, lookback_days: int, outcome_days: int,
+                    windows: str) -> tuple[fspec.FeatureSpec, dt.datetime]:
+    """The windows and the snapshot T of this run: a parameter left at 0 / empty takes the spec's
+    value; a look-back the spec leaves out follows the history. Checked against the history
+    before any feature query runs (:func:`resolve_windows`); the choices are logged."""
     parsed = parse_windows(windows)
+    recent = spec.features.windows if parsed is None else parsed
+    plan = resolve_windows(snapshot_date, rng, lookback_days or spec.features.lookback_days,
+                           outcome_days or spec.goal.window_days, recent)
     try:
-        return fspec.FeatureSpec(lookback_days=lookback_days or spec.features.lookback_days,
-                                 outcome_days=outcome_days or spec.goal.window_days,
-                                 windows=spec.features.windows if parsed is None else parsed)
+        fs = fspec.FeatureSpec(lookback_days=plan.lookback_days, outcome_days=plan.outcome_days, windows=recent)
     except ValueError as exc:
         raise ParameterError(f"featurize: {exc}") from None
+    if mlflow.active_run() is not None:
+        tracking.log_params({"lookback_days": plan.lookback_days, "outcome_days": plan.outcome_days,
+                             "history_days": plan.history_days}, prefix="resolved.")
+        mlflow.log_text("\n".join(plan.info + plan.warnings) + "\n", "featurize/windows.txt")
+    return fs, plan.snapshot
 
 
 def _log_set(key: str, query: render.FeatureQuery, stats: checks.SetStats, results: list[checks.CheckResult]) -> None:
@@ -197,7 +203,7 @@ def _sql_fingerprint() -> str:
     digest = hashlib.sha256()
     for name in sorted(p.name for p in resources.files("cmle.sql").iterdir() if p.name.endswith(".sql")):
         digest.update(resources.files("cmle.sql").joinpath(name).read_bytes())
-    for module in ("render", "spec", "plan"):
+    for module in ("render", "spec", "plan", "windows"):  # the windows decide the sets as much as the SQL
         digest.update(resources.files("cmle.features").joinpath(module + ".py").read_bytes())
     return digest.hexdigest()[:16]
 
@@ -253,12 +259,11 @@ def _build_sets(ctx: Context, spec: ModelSpec, events: Dataset, profiles: Datase
     if not 0.0 < max_null_rate <= 1.0:
         raise ParameterError(f"featurize: max_null_rate = {max_null_rate} must be in (0, 1]")
     owner = ctx.owner
-    fs = feature_windows(spec, lookback_days, outcome_days, windows)
     if framing == "cmle" and not spec.notebooks_goal:
         raise ParameterError(f"featurize: framing = cmle is the CMLE notebooks' training set (subscription on the "
                              f"synthetic data); the spec {spec.name!r} asks another question: use framing pit")
     rng = check_spec(ctx, spec, events, profiles, timeout_s)
-    t = resolve_snapshot(snapshot_date, rng, fs)
+    fs, t = feature_windows(spec, snapshot_date, rng, lookback_days, outcome_days, windows)
     plan = plan_for(ctx, spec, events, t, fs, timeout_s)
     tenant = ctx.platform.tenant_id
     sources = tuple(d for d in (events, profiles) if d is not None)
@@ -321,10 +326,11 @@ STAGE = Stage(
     params=(
         Param("snapshot_date", str, "", "training snapshot T, YYYY-MM-DD (midnight UTC) or an ISO timestamp; "
               "empty: outcome_days before the end of the last event's day"),
-        Param("lookback_days", int, 0, "days of events before T that features use; 0: the spec's "
-              "features.lookback_days", min=0),
-        Param("outcome_days", int, 0, "outcome window W: the label looks at the goal in (T, T+W]; 0: the spec's "
-              "goal.window_days", min=0),
+        Param("lookback_days", int, windows_check.AUTO, "days of events before T that features use; 0: the "
+              "spec's features.lookback_days, and where the spec leaves it out, follow the history (every whole "
+              "day before T, at most 365; 56 with 10 weeks of data)", min=0),
+        Param("outcome_days", int, windows_check.AUTO, "outcome window W: the label looks at the goal in (T, T+W]; "
+              "0: the spec's goal.window_days", min=0),
         Param("windows", str, "", "recent-activity windows in days (counts per event type in each), "
               "comma-separated; none: only the whole look-back; empty: the spec's features.windows"),
         Param("framing", str, "both", "training set framing: pit (point in time), cmle (the notebooks' "

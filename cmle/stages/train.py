@@ -39,11 +39,12 @@ from cmle.columns import ID_COLUMN, LABEL_COLUMN, SNAPSHOT_COLUMN
 from cmle.context import Context
 from cmle.errors import CmleError, NotFoundError, ParameterError
 from cmle.exports import feature_set_name, newest_feature_export
-from cmle.model import artifact, evaluation, fit, metrics, scoring, space, tuning
+from cmle.model import artifact, budget, evaluation, fit, metrics, scoring, space, tuning
 from cmle.model.preprocess import FeatureSpec, nonfinite_counts
 from cmle.registry import CHALLENGER, TAG_PREFIX, Registry
 from cmle.stages import SPEC_PARAM, Param, Stage
 from cmle.stages.featurize import FRAMING_CHOICES, SET_VERSION_TAG
+from cmle.synthetic import oracle as synthetic_oracle
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +163,14 @@ class Trained:
     reference: scoring.Reference
     holdout: evaluation.Evaluation
     oracle: dict
+    plan: budget.TrainingPlan | None = None
     seconds: float = 0.0
     baselines: dict = field(default_factory=dict)
 
 
-def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMILIES, seed: int = 42,
+def train(ctx: Context, max_evals: int = budget.AUTO, families: str = space.DEFAULT_FAMILIES, seed: int = 42,
           metric: str = "roc_auc", holdout_fraction: float = 0.2, validation_fraction: float = 0.2,
-          framing: str = "both", calibration: str = "sigmoid", max_tune_rows: int = 15_000,
+          framing: str = "both", calibration: str = "sigmoid", max_tune_rows: int = budget.AUTO,
           retrain: bool = False, spec: str = "") -> dict:
     """The stage: train (or reuse) and register a challenger; returns its version and metrics."""
     settings = ctx.settings
@@ -180,7 +182,7 @@ def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMIL
     fit.check_fractions(holdout_fraction, validation_fraction)
     if 0 < max_tune_rows < MIN_TUNE_ROWS:
         raise ParameterError(f"train: max_tune_rows = {max_tune_rows} is too few rows to tune on (a stratified "
-                             f"sample needs both classes); use 0 (every training row) or at least {MIN_TUNE_ROWS}")
+                             f"sample needs both classes); use 0 (follow the data size) or at least {MIN_TUNE_ROWS}")
     # "both": the model is trained on the point-in-time set and compared with the same model
     # trained on the notebooks' framing; "pit" / "cmle": that set alone.
     trained_on = "cmle" if framing == "cmle" else "pit"
@@ -254,15 +256,19 @@ def fit_and_evaluate(settings, frame: pd.DataFrame, families: tuple[str, ...], *
     mlflow.log_metrics({k: float(v) for k, v in parts.sizes().items()}
                        | {"train_base_rate": float(fit.labels(parts.train).mean())})
     train_xy, valid_xy = _xy(spec, parts.train), _xy(spec, parts.valid)
-    # Trials fit on a stratified sample of the training rows (speed); the chosen point is
-    # refitted on all of them.
-    tune_xy = fit.sample_rows(*train_xy, max_tune_rows, seed)
-    mlflow.log_metric("tune_rows", len(tune_xy[0]))
-    result = tuning.tune(tune_xy, valid_xy, spec, families, max_evals=max_evals, seed=seed, metric=metric,
-                         n_jobs=threads)
+    # How much tuning, on which rows, and which final fit, follow the data size (budget.py).
+    plan = budget.plan_training(len(train_xy[1]), int(train_xy[1].sum()), len(valid_xy[1]), int(valid_xy[1].sum()),
+                                max_evals=max_evals, max_tune_rows=max_tune_rows)
+    log.info("train: %s", plan.reason)
+    tracking.log_params(plan.loggable(), prefix="plan.")
+    mlflow.set_tag(f"{TAG_PREFIX}training_plan", plan.reason)
+    tune_xy = fit.sample_rows(*train_xy, plan.tune_rows, seed)
+    mlflow.log_metric("tune_rows", len(tune_xy[0]) + (len(valid_xy[0]) if plan.cv_folds > 1 else 0))
+    result = tuning.tune(tune_xy, valid_xy, spec, families, max_evals=plan.max_evals, seed=seed, metric=metric,
+                         n_jobs=threads, cv_folds=plan.cv_folds)
     _log_tuning(result)
     estimator = fit.fit_calibrated(result.best.params, spec, train_xy, valid_xy, seed=seed,
-                                   calibration=calibration, n_jobs=threads)
+                                   calibration=calibration, n_jobs=threads, cv_folds=plan.cv_folds)
     mlflow.log_metric("fit_seconds", time.perf_counter() - started)
 
     # The holdout is touched here, once, after every choice has been made.
@@ -273,6 +279,7 @@ def fit_and_evaluate(settings, frame: pd.DataFrame, families: tuple[str, ...], *
     baselines = metrics.trivial_baselines(holdout_y, propensity, parts.holdout)
     mlflow.log_metrics({k: float(v) for k, v in baselines.items() if np.isfinite(v)})
     oracle = _oracle_comparison(settings, parts.holdout, holdout_y, propensity) if oracle else {}
+    # on the validation rows (with k folds the ensemble has seen them: a drop still ranks inputs)
     importance = fit.feature_importance(estimator, *valid_xy, seed=seed)
     evaluation.log_evaluation(result_eval, importance, oracle=oracle.get("propensity"))
     if oracle.get("metrics"):
@@ -280,7 +287,7 @@ def fit_and_evaluate(settings, frame: pd.DataFrame, families: tuple[str, ...], *
     seconds = time.perf_counter() - started
     mlflow.log_metric("train_seconds", seconds)
     return Trained(spec=spec, parts=parts, search=result, estimator=estimator, reference=reference,
-                   holdout=result_eval, oracle=oracle, seconds=seconds, baselines=baselines)
+                   holdout=result_eval, oracle=oracle, plan=plan, seconds=seconds, baselines=baselines)
 
 
 def register(registry: Registry, name: str, trained: Trained, info: dict, fp: str) -> str:
@@ -376,11 +383,18 @@ def _log_tuning(result: tuning.TuningResult) -> None:
 
 
 def _oracle_comparison(settings, holdout: pd.DataFrame, y: np.ndarray, propensity: np.ndarray) -> dict:
-    """Model AUC vs the synthetic oracle's AUC on the same holdout rows; a logged note when absent."""
-    latent = oracle_propensity(settings, holdout)
-    if latent is None:
+    """Model AUC vs the synthetic oracle's AUC on the same holdout rows; a logged note when
+    there is no oracle (real data) or when it is not a valid reference (legacy generator)."""
+    status = oracle_status(settings)
+    if status is None:
         mlflow.set_tag(f"{TAG_PREFIX}oracle", "absent: no synthetic oracle file (real data); comparison skipped")
         return {}
+    valid, note = status
+    if not valid:
+        mlflow.set_tag(f"{TAG_PREFIX}oracle", f"not valid, no ratio: {note}"[:5000])
+        log.warning("oracle: no model-vs-oracle ratio: %s", note)
+        return {}
+    latent = oracle_propensity(settings, holdout)
     known = ~np.isnan(latent)
     if known.sum() < len(latent):
         log.warning("oracle: %d of %d holdout profiles have no latent propensity; compared on the rest",
@@ -390,21 +404,31 @@ def _oracle_comparison(settings, holdout: pd.DataFrame, y: np.ndarray, propensit
     return {"metrics": values, "propensity": np.where(known, latent, 0.0)}
 
 
+def _oracle_file(settings) -> Path | None:
+    """The synthetic oracle file, or None when there is none (real AEP data, or the synthetic
+    stage did not run)."""
+    path = Path(synthetic_oracle.oracle_path(settings))
+    return path if path.exists() else None
+
+
+def oracle_status(settings) -> tuple[bool, str] | None:
+    """``(valid, note)`` of the synthetic oracle (valid: its latent propensity at the snapshot
+    is a reference for the model); None when there is no oracle."""
+    path = _oracle_file(settings)
+    return None if path is None else synthetic_oracle.oracle_validity(path)
+
+
 def oracle_propensity(settings, frame: pd.DataFrame) -> np.ndarray | None:
     """The latent propensity of each row's profile at the row's snapshot time (NaN if unknown);
-    None when there is no oracle (real AEP data, or the synthetic stage did not run)."""
-    try:
-        from cmle.synthetic import oracle
-    except ImportError:
-        return None
-    path = Path(oracle.oracle_path(settings))
-    if not path.exists():
+    None when there is no oracle. Whether it is a valid reference: :func:`oracle_status`."""
+    path = _oracle_file(settings)
+    if path is None:
         return None
     users = frame[ID_COLUMN].astype(str).unique().tolist()
     table = pd.read_parquet(path, filters=[(ID_COLUMN, "in", users)])
     out = pd.Series(np.nan, index=frame.index)
     for snapshot, rows in frame.groupby(SNAPSHOT_COLUMN, sort=False):
-        latent = oracle.latent_propensity_at(table[table[ID_COLUMN].isin(rows[ID_COLUMN])], snapshot)
+        latent = synthetic_oracle.latent_propensity_at(table[table[ID_COLUMN].isin(rows[ID_COLUMN])], snapshot)
         mapped = rows[ID_COLUMN].map(latent.set_index(ID_COLUMN)["propensity"])
         out.loc[rows.index] = mapped.to_numpy(dtype="float64")
     return out.to_numpy(dtype="float64")
@@ -428,7 +452,8 @@ def _compare_cmle(ctx: Context, trained: Trained, seed: int, holdout_fraction: f
     spec = FeatureSpec.infer(frame)
     parts = fit.split(frame, holdout_fraction, validation_fraction, seed)
     estimator = fit.fit_calibrated(params, spec, _xy(spec, parts.train), _xy(spec, parts.valid), seed=seed,
-                                   calibration=calibration, n_jobs=threads)
+                                   calibration=calibration, n_jobs=threads,
+                                   cv_folds=trained.plan.cv_folds if trained.plan else 0)
     own_x, own_y = _xy(spec, parts.holdout)
     values = {"cmle_framing_own_holdout_roc_auc": metrics.roc_auc(own_y, estimator.predict_proba(own_x)[:, 1])}
     missing = [c for c in spec.columns if c not in holdout.columns]
@@ -472,7 +497,8 @@ STAGE = Stage(
     name="train",
     func=train,
     params=(
-        Param("max_evals", int, 16, "hyperopt evaluations (TPE; one nested run each)", min=1),
+        Param("max_evals", int, budget.AUTO, "hyperopt evaluations (TPE; one nested run each); 0: follow the "
+              f"data size (now {budget.DEFAULT_MAX_EVALS} at every size)", min=0),
         Param("families", str, space.DEFAULT_FAMILIES, "model families to search, comma separated: logreg, rf, hgb"),
         Param("seed", int, 42, "random seed (split, TPE, estimators)"),
         Param("metric", str, "roc_auc", "validation metric that selects the model",
@@ -484,8 +510,10 @@ STAGE = Stage(
               choices=FRAMING_CHOICES),
         Param("calibration", str, "sigmoid", "probability calibration on the validation split",
               choices=fit.CALIBRATIONS),
-        Param("max_tune_rows", int, 15_000, "training rows each trial fits on (a stratified sample; 0 = all); "
-              "the chosen model is refitted on every training row", min=0),
+        Param("max_tune_rows", int, budget.AUTO, "training rows each trial fits on (a stratified sample; the chosen "
+              "model is refitted on every training row); 0: follow the data size (every row, with k-fold selection "
+              f"and a k-fold ensemble, up to {budget.CV_MAX_ROWS:,} train + validation rows; else "
+              f"{budget.TUNE_ROWS:,})", min=0),
         Param("retrain", bool, False, "train even when a version from the same export and parameters exists"),
         SPEC_PARAM,
     ),

@@ -7,8 +7,10 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 
 from cmle import naming
+from cmle.model import metrics
 from cmle.synthetic import oracle
 from cmle.synthetic.simulate import generate
 from cmle.synthetic.xdm import ecids
@@ -82,3 +84,43 @@ def test_write_oracle_is_atomic_and_readable(tmp_path):
     assert back["timestamp"].dt.tz is not None
     oracle.write_oracle(d, path)  # replacing it works
     assert len(oracle.read_oracle(path)) == len(back)
+
+
+def test_the_file_records_whether_its_snapshot_propensity_is_a_valid_oracle(tmp_path):
+    for legacy, valid in ((False, True), (True, False)):
+        d = generate(300, end=END, seed=2, legacy=legacy)
+        path = oracle.write_oracle(d, tmp_path / f"{legacy}" / "latent_propensity.parquet")
+        got_valid, note = oracle.oracle_validity(path)
+        assert got_valid is valid and (note == oracle.LEGACY_NOTE) is legacy
+        assert oracle.snapshot_validity(d.model) == (got_valid, note)
+    # a file without the record (older, or written by hand) counts as valid
+    plain = tmp_path / "plain.parquet"
+    pd.DataFrame({"userid": ["a"], "timestamp": [pd.Timestamp(T0)], "propensity": [0.1]}).to_parquet(plain)
+    assert oracle.oracle_validity(plain)[0] is True
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["default", "legacy"])
+def test_snapshot_truth_is_the_oracle_file_at_the_snapshot(legacy):
+    d = generate(3000, end=END, seed=6, legacy=legacy)
+    snapshot = d.window_end - timedelta(days=14)
+    truth = oracle.snapshot_truth(d, snapshot, 14).set_index("userid")
+    at = oracle.latent_propensity_at(d.oracle, snapshot).set_index("userid")["propensity"]
+    assert np.array_equal(truth["propensity"].to_numpy(), at.loc[truth.index].to_numpy())
+    conv = d.code == d.model.code("web.formFilledOut")
+    conv_ts = pd.Series(d.ts[conv], index=ecids(d.user[conv]).to_pylist())
+    snap_us = int((snapshot - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds() * 1e6)
+    assert not (conv_ts.reindex(truth.index) <= snap_us).any()  # eligible: not converted at T
+    later = conv_ts.reindex(truth.index)
+    assert np.array_equal(truth["label"].to_numpy(), (later <= snap_us + 14 * 86_400_000_000).to_numpy())
+    assert len(truth) == d.n_profiles - int((conv_ts <= snap_us).sum())
+
+
+def test_the_latent_propensity_drives_default_labels_and_not_legacy_ones(default_data, legacy_data):
+    """The statistic behind the legacy verdict: at the snapshot, the default generator's latent
+    propensity ranks the labels well; the legacy generator's ranks them backwards."""
+    def auc(data):
+        truth = oracle.snapshot_truth(data, data.window_end - timedelta(days=14), 14)
+        return metrics.roc_auc(truth["label"], truth["propensity"])
+
+    assert auc(default_data) > 0.6
+    assert auc(legacy_data) < 0.4
