@@ -122,7 +122,7 @@ CASES = [
     Case("param-metric", ["train", "--metric", "accuracy"], "metric = 'accuracy' is not one of"),
     Case("param-families", ["train", "--families", "svm"], "svm"),
     Case("param-fractions", ["train", "--holdout_fraction", "0.7", "--validation_fraction", "0.5"], "fraction"),
-    Case("param-max-evals", ["train", "--max_evals", "0"], "max_evals = 0 must be at least 1"),
+    Case("param-max-evals", ["train", "--max_evals", "-1"], "max_evals = -1 must be at least 0"),
     Case("param-tune-rows", ["train", "--max_tune_rows", "1"], "max_tune_rows = 1 is too few rows"),
     Case("param-promote-mode", ["promote", "--mode", "yolo"], "mode = 'yolo' is not one of"),
     Case("param-min-auc", ["promote", "--min_auc", "1.5"], "min_auc"),

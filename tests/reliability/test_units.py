@@ -175,7 +175,7 @@ def test_help_prints_each_default_once(capsys):
     with pytest.raises(SystemExit):
         run_cli("train", ["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert text.count("(default: 16)") == 1 and "(default: None)" not in text
+    assert text.count("(default: 'sigmoid')") == 1 and "(default: None)" not in text
 
 
 def test_a_misspelt_environment_variable_is_warned_about(caplog):
