@@ -123,9 +123,9 @@ def ingest_external(ctx: Context, model_spec: modelspec.ModelSpec, url: str, sco
     them as one batch keyed by the file's content; nothing is created for a bad file."""
     platform = ctx.platform
     sf = external.load(url, external.parse_column_map(scores_columns), scores_model, scores_version)
-    profiles, where = _known_profiles(ctx, model_spec)
-    missing = known_ids.unknown_ids(platform, profiles.table, where, external.lookup_ids(sf))
-    external.check_known(sf, set(missing), f"the profiles dataset {profiles.name!r}")
+    known, identity, what = _known_profiles(ctx, model_spec)
+    missing = known_ids.unknown_ids(platform, known.table, identity, external.lookup_ids(sf))
+    external.check_known(sf, set(missing), f"the {what} dataset {known.name!r}")
     sf.raise_problems()
     rows = external.score_rows(sf)
     summary = ScoreSummary()
@@ -147,15 +147,16 @@ def ingest_external(ctx: Context, model_spec: modelspec.ModelSpec, url: str, sco
                   "model_name": sf.model_name, "model_version": sf.model_version, "ignored_columns": list(sf.ignored)}
 
 
-def _known_profiles(ctx: Context, model_spec: modelspec.ModelSpec) -> tuple[Dataset, str]:
-    """The dataset whose identities a score's profile id must be among, and the SQL of the
-    identity: the spec's profiles dataset, or its events dataset for a spec without profiles."""
+def _known_profiles(ctx: Context, model_spec: modelspec.ModelSpec) -> tuple[Dataset, str, str]:
+    """The dataset whose identities a score's profile id must be among, the SQL of the
+    identity, and which of the spec's datasets it is: its profiles dataset, or its events
+    dataset for a spec without profiles."""
     tenant = ctx.platform.tenant_id
     profiles = specdata.dataset_of(ctx.platform, model_spec, ctx.owner, "profiles")
     if profiles is not None:
-        return profiles, model_spec.profiles.identity.resolve(tenant).sql()
+        return profiles, model_spec.profiles.identity.resolve(tenant).sql(), "profiles"
     events = specdata.dataset_of(ctx.platform, model_spec, ctx.owner, "events")
-    return events, model_spec.events.identity.resolve(tenant).sql()
+    return events, model_spec.events.identity.resolve(tenant).sql(), "events"
 
 
 STAGE = Stage(

@@ -213,3 +213,21 @@ def test_the_cli_prints_one_line_naming_the_bad_rows(settings, profiles, tmp_cwd
     ours = [line for line in err.splitlines() if line.startswith("cmle ingest")]
     assert "Traceback" not in err and len(ours) == 1
     assert ours[0].startswith("cmle ingest: error: the scores file") and "line 7: '1.2'" in ours[0]
+
+
+def test_a_spec_without_profiles_checks_the_ids_against_its_events(settings, platform, mlflow_store, tmp_cwd):
+    import re
+
+    from cmle import modelspec
+    from cmle.ingestion import ingest_tables
+    from tests.aep.helpers import ecid, events_dataset, events_table
+
+    spec = tmp_cwd / "no-profiles.yaml"
+    spec.write_text(re.sub(r"\nprofiles:\n(  .*\n)+", "\n", modelspec.packaged_spec_text()))
+    ds = events_dataset(platform)
+    ingest_tables(platform, ds.id, [events_table(30)], key="events")
+    path = write_csv(tmp_cwd / "s.csv", ["userid", "propensity"], [[ecid(i), "0.5"] for i in range(31)])
+    with pytest.raises(DataCheckError, match=r"1 profile id not in the events dataset .*\(line 32: "):
+        run_stage("ingest", settings, {"scores": str(path), "spec": str(spec)})
+    ok = write_csv(tmp_cwd / "ok.csv", ["userid", "propensity"], [[ecid(i), "0.5"] for i in range(30)])
+    assert run_stage("ingest", settings, {"scores": str(ok), "spec": str(spec)})["records"] == 30
