@@ -109,6 +109,25 @@ def scores_folder(owner: str) -> str:
     return _table("scores", owner)
 
 
+# Data Distiller challenger (stage `train`, distiller = ...; AEP only)
+def holdout_field_group(owner: str) -> str:
+    return _title("Holdout profile fields of the Data Distiller comparison", owner)
+
+
+def holdout_schema(owner: str) -> str:
+    return _title("Holdout profile schema of the Data Distiller comparison", owner)
+
+
+def holdout_dataset(owner: str) -> str:
+    # short: Query Service names the table after it
+    return _title("Distiller holdout profiles", owner)
+
+
+def distiller_model(owner: str) -> str:
+    """The model alias of Data Distiller's challenger (``CREATE OR REPLACE MODEL``)."""
+    return _table("distiller_model", owner)
+
+
 # Audiences (stage `audience`)
 def audience(rule_name: str, owner: str) -> str:
     return _title(f"Audience {rule_name}", owner)

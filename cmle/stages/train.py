@@ -16,6 +16,11 @@ is reused rather than trained again, unless ``retrain`` is set; re-exporting unc
 trains nothing new. The version is created with all its tags in one call, under a lock, and
 the fingerprint is looked up again under that lock, so neither a kill during registration
 nor two runs at once leave a second version of the same training.
+
+With ``distiller = logistic_reg`` (AEP only), Data Distiller's own model is trained on the
+same training rows through Query Service and evaluated on the same holdout, and its metrics
+are logged in the same run, next to cmle's (:mod:`cmle.distiller.challenger`); it is left
+out of the training's fingerprint, so asking for the comparison never retrains cmle's model.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import pandas as pd
 from cmle import __version__, failpoints, ingestion, locks, modelspec, storage, tracking
 from cmle.columns import ID_COLUMN, LABEL_COLUMN, SNAPSHOT_COLUMN
 from cmle.context import Context
+from cmle.distiller import challenger
 from cmle.errors import CmleError, NotFoundError, ParameterError
 from cmle.exports import feature_set_name, newest_feature_export
 from cmle.model import artifact, budget, evaluation, fit, metrics, scoring, space, tuning
@@ -171,9 +177,10 @@ class Trained:
 def train(ctx: Context, max_evals: int = budget.AUTO, families: str = space.DEFAULT_FAMILIES, seed: int = 42,
           metric: str = "roc_auc", holdout_fraction: float = 0.2, validation_fraction: float = 0.2,
           framing: str = "both", calibration: str = "sigmoid", max_tune_rows: int = budget.AUTO,
-          retrain: bool = False, spec: str = "") -> dict:
+          retrain: bool = False, spec: str = "", distiller: str = "off") -> dict:
     """The stage: train (or reuse) and register a challenger; returns its version and metrics."""
     settings = ctx.settings
+    challenger.require_aep(ctx.platform, distiller)  # before any work: the option needs AEP
     model_spec = modelspec.spec_for(settings, spec)
     params = dict(max_evals=max_evals, families=families, seed=seed, metric=metric,
                   holdout_fraction=holdout_fraction, validation_fraction=validation_fraction, framing=framing,
@@ -198,7 +205,8 @@ def train(ctx: Context, max_evals: int = budget.AUTO, families: str = space.DEFA
     if not retrain:
         existing = registry.find_by_tag(name, FINGERPRINT_TAG, fp)
         if existing is not None:
-            return _reuse(registry, name, existing)
+            return _reuse(registry, name, existing) | _distiller(ctx, distiller, source, trained_on, model_spec,
+                                                                  existing=existing)
 
     threads = cpu_threads()
     mlflow.log_param("threads", threads)
@@ -226,7 +234,8 @@ def train(ctx: Context, max_evals: int = budget.AUTO, families: str = space.DEFA
     holdout = trained.holdout.metrics
     log.info("train: %s v%s (%s) holdout ROC-AUC %.4f, ECE %.4f in %.1f s", name, version, info["family"],
              holdout["roc_auc"], holdout["ece"], trained.seconds)
-    return {"model_name": name, "model_version": version, "model_uri": f"models:/{name}/{version}",
+    dd = _distiller(ctx, distiller, source, trained_on, model_spec, trained=trained)
+    return dd | {"model_name": name, "model_version": version, "model_uri": f"models:/{name}/{version}",
             "alias": CHALLENGER, "training_run_id": info["training_run_id"], "family": info["family"],
             "holdout_roc_auc": holdout["roc_auc"], "holdout_ece": holdout["ece"],
             "auc_ratio": (trained.oracle.get("metrics") or {}).get("auc_ratio"),
@@ -336,6 +345,22 @@ def _reuse(registry: Registry, name: str, existing) -> dict:
             "family": tags.get(f"{TAG_PREFIX}family"), "holdout_roc_auc": number("holdout_roc_auc"),
             "holdout_ece": number("holdout_ece"), "auc_ratio": number("auc_ratio"),
             "training_export": tags.get(f"{TAG_PREFIX}export_url"), "reused": True}
+
+
+def _distiller(ctx: Context, distiller: str, source: Source, framing: str, spec: modelspec.ModelSpec,
+               trained: Trained | None = None, existing=None) -> dict:
+    """Data Distiller's model on the same rows as ``trained`` (or as the ``existing`` version,
+    from its stored holdout), logged in this run; nothing when ``distiller`` is off."""
+    if distiller == "off":
+        return {}
+    if trained is not None:
+        holdout, propensity, fspec = trained.parts.holdout, trained.holdout.propensity, trained.spec
+    else:
+        holdout, propensity = challenger.registered_holdout((existing.tags or {}).get(HOLDOUT_TAG, ""),
+                                                            f"models:/{existing.name}/{existing.version}")
+        fspec = FeatureSpec.infer(holdout)
+    return challenger.compare(ctx, distiller, source.frame, holdout, propensity, fspec.numeric, fspec.categorical,
+                              framing, spec.events.identity.namespace)
 
 
 def _log_lineage(source: Source, framing: str, fp: str) -> None:
@@ -516,6 +541,9 @@ STAGE = Stage(
               f"{budget.TUNE_ROWS:,})", min=0),
         Param("retrain", bool, False, "train even when a version from the same export and parameters exists"),
         SPEC_PARAM,
+        Param("distiller", str, "off", "AEP only: also train Data Distiller's own model (MODEL_TYPE) on the same "
+              "training rows in Query Service, evaluate it on the same holdout and log its metrics next to "
+              "cmle's (docs/data-distiller.md)", choices=challenger.CHOICES),
     ),
     help="Tune (hyperopt, nested runs), fit, calibrate and evaluate the propensity model on the newest "
          "training-set export; register it with alias challenger.",

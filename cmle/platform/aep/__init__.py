@@ -12,6 +12,7 @@ creation) and one shared token (:mod:`.auth`). One module per AEP area:
 :mod:`.flows`      dataset export through Flow Service, landing-zone files
 :mod:`.segments`   audiences, evaluation jobs, activation
 :mod:`.labels`     data usage labels
+:mod:`.models`     Data Distiller models (SQL ML): CREATE MODEL, cleanup
 :mod:`.dataaccess` reading a dataset back, merged profile attributes
 =================  =====================================================================
 
@@ -39,6 +40,7 @@ from cmle.platform.aep.errors import AEPError, AuthError, PermissionDeniedError,
 from cmle.platform.aep.flows import ExportService
 from cmle.platform.aep.http import RetryPolicy, Transport
 from cmle.platform.aep.labels import LabelService
+from cmle.platform.aep.models import ModelService
 from cmle.platform.aep.query import QueryEngine
 from cmle.platform.aep.segments import AudienceService
 from cmle.platform.aep.xdm import XDM
@@ -72,6 +74,7 @@ class AEPPlatform:
         self.audiences = AudienceService(client, self.xdm.tenant_id, poll_s=poll_s,
                                          data_changed_at=self._profile_data_changed_at)
         self.labels = LabelService(client)
+        self.models = ModelService(self.queries)
         self.data = DataAccess(client, self.catalog)
         self._ecid_fields: dict[str, str | None] = {}  # dataset id -> its ECID identity field (None: none)
 
@@ -181,6 +184,12 @@ class AEPPlatform:
     def read_dataset(self, dataset_id: str, columns: list[str] | None = None) -> "pa.Table":
         return self.data.read_dataset(dataset_id, columns)
 
+    def run_statement(self, sql: str, label: str, timeout_s: float = 3600.0) -> None:
+        """Run one statement without result rows (Data Distiller's ``CREATE MODEL``) as a
+        Query Service REST query, polled to success; QueryError when it fails or times out.
+        Only on AEP: the embedded platform has no Data Distiller."""
+        self.models.run(sql, label, timeout_s)
+
     def configure_landing_zone(self) -> str:
         """Hand the Data Landing Zone credentials (Azure SAS or AWS STS) to fsspec's
         configuration so that :mod:`cmle.storage` can read the exports; return the landing
@@ -225,7 +234,7 @@ class AEPPlatform:
     # --- cleanup ------------------------------------------------------------------------
     def list_resources(self) -> list[Resource]:
         return [*self.audiences.list_resources(), *self.exports.list_resources(),
-                *self.catalog.dataset_resources(), *self.xdm.list_resources()]
+                *self.catalog.dataset_resources(), *self.xdm.list_resources(), *self.models.list_resources()]
 
     def delete_resource(self, resource: Resource) -> None:
         if resource.kind == "audience":
@@ -239,6 +248,8 @@ class AEPPlatform:
                 self.xdm.delete_adhoc_schema(schema_id)
         elif resource.kind in ("schema", "fieldgroup", "descriptor"):
             self.xdm.delete(resource.kind, resource.id)
+        elif resource.kind == "model":
+            self.models.delete(resource.name)
         else:
             raise PlatformError(f"cannot delete a {resource.kind} on AEP")
 

@@ -87,14 +87,19 @@ class _Proxy:
         con.autocommit = True
         return con
 
-    def rewrite(self, sql: str) -> str:
-        from aep.double import sqlxlate
+    def rewrite(self, sql: str, session: dict | None = None) -> str:
+        from aep.double import ddml, sqlxlate
 
+        session = {} if session is None else session
         try:
             con = self._admin()
             try:
                 with con.cursor() as cur:
                     cur.execute("INSERT INTO double.wire_log (sql) VALUES (%s)", (sql,))
+                    ddml.session_setting(sql, session)
+                    if ddml.is_model_sql(sql):  # Data Distiller's SQL ML: run here, its result read below
+                        sql = ddml.run(sql, cur, lambda s: sqlxlate.translate(s, sqlxlate.load_catalog(cur)),
+                                       session) or ""
                     catalog = sqlxlate.load_catalog(cur)
                     out = ";\n".join(sqlxlate.translate(sql, catalog)) or "SELECT 1 WHERE false"
                     cur.execute("UPDATE double.control SET remaining = remaining - 1, used = used + 1 "
@@ -105,6 +110,8 @@ class _Proxy:
                         row = self._random_fault(cur)
             finally:
                 con.close()
+        except ddml.ModelError as exc:
+            return _error_sql(str(exc))
         except Exception as exc:  # noqa: BLE001 - the client gets a SQL error, as from QS
             return _error_sql(f"Query Service (double) could not run this SQL: {exc}")
         if row and row[0] == "drop_interactive":
@@ -133,6 +140,7 @@ class _Proxy:
 
     def serve(self, client: socket.socket) -> None:
         upstream = None
+        session: dict = {}  # this connection's session settings
         try:
             while True:
                 head = _recv_exact(client, 8)
@@ -155,7 +163,7 @@ class _Proxy:
                 payload = _recv_exact(client, length - 4)
                 if kind == b"Q":
                     sql = payload.rstrip(b"\0").decode("utf-8")
-                    payload = self.rewrite(sql).encode("utf-8") + b"\0"
+                    payload = self.rewrite(sql, session).encode("utf-8") + b"\0"
                     upstream.sendall(b"Q" + struct.pack("!i", len(payload) + 4) + payload)
                     continue
                 upstream.sendall(kind + struct.pack("!i", length) + payload)

@@ -7,7 +7,8 @@ the form Query Service documents for chaining statements, is split into its stat
 ad-hoc schema of the Schema Registry, with its rows as one successful batch; ``INSERT INTO
 t SELECT ...`` appends a batch to the dataset of table ``t`` (its columns must be the
 dataset's, in order); ``DROP TABLE t`` deletes the dataset of table ``t`` but, as on AEP,
-not its ad-hoc schema.
+not its ad-hoc schema. Data Distiller's model statements (``CREATE MODEL`` and the rest,
+:mod:`.ddml`) run in the double itself.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from . import sqlxlate
+from . import ddml, sqlxlate
 from .router import Req, Resp, aep_error, route
 from .server import new_id
 from .svc_catalog import add_ctas_batch, register_dataset, table_of
@@ -109,8 +110,21 @@ def run_query(d, qid: str) -> None:
         d.sleep(d.delay_s)
         _finish(d, q, "FAILED", [{"code": "58000", "message": "injected failure: the query engine failed"}])
         return
+    sql = q["request"]["sql"]
+    if ddml.is_model_sql(sql):  # Data Distiller's SQL ML (CREATE MODEL, ...): run by the double itself
+        try:
+            sql = _run_model_statement(d, sql)
+        except ddml.ModelError as exc:
+            _finish(d, q, "FAILED", [{"code": "42601", "message": str(exc)}])
+            return
+        except psycopg2.Error as exc:
+            _finish(d, q, "FAILED", [{"code": exc.pgcode or "XX000", "message": (exc.pgerror or str(exc)).strip()}])
+            return
+        if sql is None:
+            _finish(d, q, "SUCCESS")
+            return
     try:
-        statements = sqlxlate.translate(q["request"]["sql"], _catalog(d))
+        statements = sqlxlate.translate(sql, _catalog(d))
     except sqlxlate.TranslationError as exc:
         _finish(d, q, "FAILED", [{"code": "42601", "message": str(exc)}])
         return
@@ -204,6 +218,18 @@ def run_query(d, qid: str) -> None:
 
 class _Mismatch(Exception):
     pass
+
+
+def _run_model_statement(d, sql: str) -> str | None:
+    """A model statement in one transaction; the SQL to run on (a CTAS over predictions) or None."""
+    con = d.pg.admin_connect(d.db, autocommit=False)
+    try:
+        with con.cursor() as cur:
+            out = ddml.run(sql, cur, lambda s: sqlxlate.translate(s, sqlxlate.load_catalog(cur)))
+        con.commit()
+        return out
+    finally:
+        con.close()
 
 
 def register_adhoc_schema(d, table: str) -> str:

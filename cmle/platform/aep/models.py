@@ -1,0 +1,43 @@
+"""Data Distiller models (SQL ML) in Query Service: statements that train run as REST
+queries (submitted once, polled to a terminal state, cancelled on timeout, as a CTAS), and
+the models this package made are listed and dropped for ``cleanup``.
+
+A model has no tags to record an owner on, so ``cleanup`` knows ours by name
+(:func:`cmle.naming.is_ours`: the owner's token ends it). A sandbox without the Data
+Distiller add-on refuses ``SHOW MODELS``: it then holds no model of ours.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from cmle.distiller import results, sql
+from cmle.errors import QueryError
+from cmle.naming import TABLE_PREFIX
+from cmle.platform.aep.query import QueryEngine
+from cmle.platform.base import Resource
+
+log = logging.getLogger(__name__)
+
+
+class ModelService:
+    def __init__(self, queries: QueryEngine):
+        self.queries = queries
+
+    def run(self, statement: str, label: str, timeout_s: float = 3600.0) -> None:
+        """Run a statement with no result rows (``CREATE MODEL``) as a REST query."""
+        query_id = self.queries.submit(statement, label)
+        log.info("%s submitted as query %s", label, query_id)
+        self.queries.wait(query_id, timeout_s, label)
+
+    def list_resources(self) -> list[Resource]:
+        try:
+            frame = self.queries.query(sql.show_models(), timeout_s=120.0)
+        except QueryError as exc:
+            log.info("SHOW MODELS failed (%s): no Data Distiller model is listed", exc)
+            return []
+        return [Resource(kind="model", id=name, name=name) for name in sorted(results.model_versions(frame))
+                if name.startswith(TABLE_PREFIX)]
+
+    def delete(self, name: str) -> None:
+        self.queries.query(sql.drop_model(name), timeout_s=120.0)
