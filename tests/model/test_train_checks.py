@@ -75,3 +75,20 @@ def test_a_holdout_auc_above_the_ceiling_is_flagged(frame):
     clean, _ = train_checks.leakage_report(frame, spec, holdout_auc=0.80)
     assert not clean.flagged and clean.tag_value()
     assert train_checks.read_leakage({}) is None
+
+
+def test_a_single_feature_auc_is_its_better_side_with_missing_values_at_either_end():
+    from cmle.model import metrics
+
+    rng = np.random.default_rng(3)
+    for n in (5, 40, 301):
+        y = (rng.random(n) < 0.3).astype(int)
+        y[:2] = [1, 0]
+        x = rng.integers(1, 6, n) / 10.0  # in [0.1, 0.5], with ties
+        x[rng.random(n) < 0.3] = np.nan
+        finite = np.isfinite(x)
+        expected = max(max(a, 1 - a) for a in (metrics.roc_auc(y, np.where(finite, x, fill))
+                                                for fill in (0.0, 1.0)))  # missing below, or above
+        spec = FeatureSpec(numeric=("x",), categorical=())
+        table = train_checks.single_feature_auc(pd.DataFrame({"x": x}), y, spec)
+        assert table["auc"].iloc[0] == pytest.approx(max(expected, 0.5), abs=1e-12)
