@@ -41,7 +41,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from cmle import __version__, failpoints, ingestion, locks, storage, tracking
+from cmle import __version__, failpoints, locks, storage, tracking
 from cmle.columns import ID_COLUMN, LABEL_COLUMN, SNAPSHOT_COLUMN
 from cmle.context import Context
 from cmle.errors import NotFoundError, ParameterError
@@ -49,6 +49,7 @@ from cmle.exports import feature_set_name, newest_feature_export
 from cmle.model import artifact, evaluation, fit, metrics, scoring, space, train_checks, tuning
 from cmle.model.holdout import describe as describe_split
 from cmle.model.preprocess import FeatureSpec, nonfinite_counts
+from cmle.platform.base import BATCH_SUCCESS
 from cmle.registry import CHALLENGER, TAG_PREFIX, Registry
 from cmle.stages import Param, Stage
 from cmle.stages.featurize import FRAMING_CHOICES
@@ -281,7 +282,7 @@ def _rows_written(ctx: Context, source: Source) -> int | None:
     if not source.dataset_id:
         return None
     try:
-        batches = [b for b in ctx.platform.list_batches(source.dataset_id) if b.status == ingestion.BATCH_SUCCESS]
+        batches = [b for b in ctx.platform.list_batches(source.dataset_id) if b.status == BATCH_SUCCESS]
     except Exception as exc:  # noqa: BLE001 - the check is skipped, not the training
         log.debug("train: could not list the training set's batches: %s", exc)
         return None
