@@ -57,8 +57,10 @@ def _parser(stage: Stage, prog: str) -> argparse.ArgumentParser:
                         help="also write the log, with the traceback of any error, to PATH (default: $CMLE_LOG_FILE)")
     for p in stage.params:
         flags = sorted({f"--{p.name}", f"--{p.name.replace('_', '-')}"})
+        # a bool flag alone means true (`cmle promote --rollback`); with a value, that value
+        extra = {"nargs": "?", "const": "true"} if p.type is bool else {}
         parser.add_argument(*flags, dest=p.name, default=None, metavar=p.type.__name__.upper(),
-                            help=f"{p.help} (default: {p.default!r})")
+                            help=f"{p.help} (default: {p.default!r})", **extra)
     for name in other_parameters(stage):
         parser.add_argument(f"--{name}", dest=_OTHER + name, default=None, help=argparse.SUPPRESS)
     return parser
@@ -90,7 +92,8 @@ def run_cli(name: str, argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - every error ends here: one line for the user, or a bug report
         return _report(name, exc, verbose, log_file)
-    print(redact.scrub(json.dumps(outputs, indent=2, default=str, sort_keys=True)))
+    text = stage.render(outputs) if stage.render else json.dumps(outputs, indent=2, default=str, sort_keys=True)
+    print(redact.scrub(text))
     return 0
 
 
@@ -173,6 +176,9 @@ main_pipeline = _script("main")
 load = _script("load")
 cleanup = _script("cleanup")
 deploy = _script("deploy")
+approve = _script("approve")
+history = _script("history")
+webhook = _script("webhook")
 
 
 if __name__ == "__main__":  # python -m cmle.cli <stage> ...

@@ -7,14 +7,18 @@ and OSS Unity Catalog ``uc``) has none and refuses every stage call. Whether the
 has stages is decided here, once, from the registry URI (:func:`registry_has_stages`);
 nothing else calls a stage API.
 
-Every promotion decision is written onto the challenger version as a tag
-``cmle.promotion.<UTC time>`` (a JSON record) and as a line of its description, so
-:meth:`Registry.promotion_history` can read the history back — MLflow keeps no history of
-alias moves.
+Every promotion decision, approval, rejection and rollback is written onto the version it
+concerns as a tag ``cmle.promotion.<UTC time>`` (a JSON record with its ``action``) and as a
+line of its description, so :meth:`Registry.promotion_history` can read the history back —
+MLflow keeps no history of alias moves.
+
+The registered model itself keeps the salt of the stable holdout split
+(:meth:`Registry.split_salt`), so every version holds out the same profiles.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import urllib.parse
@@ -41,6 +45,7 @@ STAGELESS_SCHEMES = ("databricks-uc", "uc")
 TAG_PREFIX = "cmle."
 PROMOTION_TAG_PREFIX = "cmle.promotion."
 PROMOTION_STATUS_TAG = "cmle.promotion_status"
+SPLIT_SALT_TAG = "cmle.split_salt"
 # MLflow's limit on a model version tag value.
 MAX_TAG_VALUE = 5000
 
@@ -70,6 +75,15 @@ class Registry:
         """The registry MLflow is configured for (``mlflow.get_registry_uri()``)."""
         uri = mlflow.get_registry_uri()
         return cls(client=MlflowClient(registry_uri=uri), uri=uri)
+
+    @classmethod
+    def configured(cls, settings) -> "Registry":
+        """The registry ``settings`` name, for commands that are not MLflow runs (approve,
+        history, webhook): MLflow is pointed at the configured stores first."""
+        from cmle import tracking
+
+        tracking.setup(settings)
+        return cls.current()
 
     @property
     def has_stages(self) -> bool:
@@ -123,6 +137,34 @@ class Registry:
             return found[-1]
         return self.by_alias(name, ref)
 
+    def model_tags(self, name: str) -> dict[str, str]:
+        """The registered model's own tags ({} when the model does not exist)."""
+        try:
+            return dict(self.client.get_registered_model(name).tags or {})
+        except MlflowException:
+            return {}
+
+    def split_salt(self, name: str) -> str:
+        """The salt of the model's stable holdout split: read from the registered model, or set
+        on it the first time (derived from the name, so a registry rebuilt from scratch holds
+        out the same profiles; change the tag to draw another holdout). Call it under the
+        registry lock."""
+        salt = self.model_tags(name).get(SPLIT_SALT_TAG)
+        if salt:
+            return salt
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if "RESOURCE_ALREADY_EXISTS" not in str(getattr(exc, "error_code", "")) + str(exc) \
+                    and "already exists" not in str(exc):
+                raise RegistryError(f"could not create the registered model {name!r} in {self.uri}: "
+                                    f"{_short(exc)}") from None
+        salt = self.model_tags(name).get(SPLIT_SALT_TAG)  # another run may have set it meanwhile
+        if not salt:
+            salt = hashlib.sha256(f"cmle-holdout:{name}".encode()).hexdigest()[:16]
+            self.client.set_registered_model_tag(name, SPLIT_SALT_TAG, salt)
+        return salt
+
     def find_by_tag(self, name: str, key: str, value: str) -> ModelVersion | None:
         """The newest version tagged ``key = value`` (filtered here: Unity Catalog cannot filter tags)."""
         matches = [v for v in self.versions(name) if (v.tags or {}).get(key) == value]
@@ -142,6 +184,18 @@ class Registry:
 
     def set_alias(self, name: str, alias: str, version: str | int) -> None:
         self.client.set_registered_model_alias(name, alias, str(version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        try:
+            self.client.delete_registered_model_alias(name, alias)
+        except MlflowException:
+            pass  # not set: nothing to delete
+
+    def delete_tag(self, name: str, version: str | int, key: str) -> None:
+        try:
+            self.client.delete_model_version_tag(name, str(version), key)
+        except MlflowException:
+            pass
 
     def set_tags(self, name: str, version: str | int, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
@@ -171,7 +225,10 @@ class Registry:
         payload = json.dumps(record, sort_keys=True, default=str)
         if len(payload) > MAX_TAG_VALUE:
             raise ValueError(f"promotion record is {len(payload)} characters, above MLflow's {MAX_TAG_VALUE}")
-        self.set_tags(name, version, {key: payload, PROMOTION_STATUS_TAG: record.get("status", "")})
+        tags = {key: payload}
+        if record.get("action", "promotion") == "promotion":
+            tags[PROMOTION_STATUS_TAG] = record.get("status", "")
+        self.set_tags(name, version, tags)
         if record.get("state", "done") == "done":
             self.append_description(name, version, describe_promotion(record))
         return key
@@ -215,9 +272,16 @@ class Registry:
 
 def describe_promotion(record: dict[str, Any]) -> str:
     """One human-readable line for a model version's description."""
+    when, action = record.get("time", ""), record.get("action", "promotion")
+    if action == "approval":
+        return (f"[{when}] {str(record.get('decision', '')).upper()} by {record.get('by', '?')} "
+                f"({record.get('via', '')}): {record.get('reason', '')}")
+    if action == "rollback":
+        return (f"[{when}] ROLLBACK: champion moved back from v{record.get('rolled_back')} to v{record.get('version')}"
+                f" by {record.get('by', '?')}: {record.get('reason', '')}")
     champ = record.get("previous_champion")
     vs = f"champion v{champ} {_num(record.get('champion_auc'))}" if champ else "no champion"
-    return (f"[{record.get('time', '')}] promotion {record.get('mode', '')}: "
+    return (f"[{when}] promotion {record.get('mode', '')}: "
             f"{str(record.get('status', '')).upper()}: challenger ROC-AUC {_num(record.get('challenger_auc'))} "
             f"(floor {record.get('min_auc')}, {vs}, tolerance {record.get('tolerance')}); {record.get('reason', '')}")
 

@@ -136,6 +136,15 @@ def log_table(df, artifact_file: str) -> None:
         log.debug("log_table skipped for %s: %s", artifact_file, exc)
 
 
+def log_parquet(df, artifact_file: str) -> str:
+    """Log a DataFrame as a Parquet artifact of the active run; returns its ``runs:/`` URI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        df.reset_index(drop=True).to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(artifact_file).parent) if "/" in artifact_file else None)
+    return f"runs:/{mlflow.active_run().info.run_id}/{artifact_file}"
+
+
 def log_figure(fig, artifact_file: str) -> None:
     """Log a matplotlib figure as PNG and close it."""
     import matplotlib.pyplot as plt

@@ -18,7 +18,7 @@ from tests.test_entrypoints import mlflow_run, project_copy
 pytestmark = pytest.mark.slow
 
 SMALL = ("profiles=6000", "end_date=2024-06-01", "min_positives=40", "min_negatives=40", "max_evals=3",
-         "min_auc=0.5")
+         "min_auc=0.5", "min_eval_positives=10")
 MODEL = "cmle_propensity_model"
 
 

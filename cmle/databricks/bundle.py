@@ -269,7 +269,7 @@ def _context(bundle: Mapping[str, Any], target: str, variables: Mapping[str, Any
 def resolve_job(path: str | os.PathLike = DEFAULT_BUNDLE, target: str | None = None, job: str | None = None,
                 variables: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
                 user_name: str | None = None) -> BundleJob:
-    """The bundle's job (``job``, or its only job) resolved for ``target``.
+    """The bundle's job (``job``, or the first job it declares) resolved for ``target``.
 
     ``user_name`` is the deploying user (``workspace.current_user.userName``); without it
     (dry run) references to the user stay as ``${workspace.current_user...}``.
@@ -284,9 +284,9 @@ def resolve_job(path: str | os.PathLike = DEFAULT_BUNDLE, target: str | None = N
 
     jobs = merge((bundle.get("resources") or {}).get("jobs") or {}, (tdef.get("resources") or {}).get("jobs") or {},
                  "jobs")
-    if job is None:
-        if len(jobs) != 1:
-            raise ConfigError(f"the bundle defines {len(jobs)} jobs ({', '.join(jobs) or 'none'}); name one")
+    if job is None:  # the first job the bundle declares (cmle's: the pipeline)
+        if not jobs:
+            raise ConfigError("the bundle defines no job under resources.jobs")
         job = next(iter(jobs))
     if job not in jobs:
         raise ConfigError(f"the bundle has no job {job!r}; jobs: {', '.join(jobs)}")

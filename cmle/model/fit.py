@@ -18,6 +18,7 @@ import pandas as pd
 from cmle.columns import ID_COLUMN, LABEL_COLUMN, SNAPSHOT_COLUMN
 from cmle.errors import DataCheckError, ParameterError
 from cmle.model import space
+from cmle.model.holdout import in_holdout
 from cmle.model.preprocess import FeatureSpec
 
 CALIBRATIONS = ("sigmoid", "isotonic", "none")
@@ -56,11 +57,16 @@ def check_fractions(holdout_fraction: float, validation_fraction: float) -> None
                              "leaves too little to train on; keep the sum at most 0.7")
 
 
-def split(frame: pd.DataFrame, holdout_fraction: float, validation_fraction: float, seed: int) -> Split:
-    """Stratified, seeded train / validation / holdout split of the rows.
+def split(frame: pd.DataFrame, holdout_fraction: float, validation_fraction: float, seed: int,
+          salt: str | None = None) -> Split:
+    """Train / validation / holdout split of the rows.
 
-    The rows are put in (userid, snapshot) order first: a parallel query engine exports
-    them in any order, and the same seed must give the same split of the same data.
+    With ``salt`` the holdout is every profile whose hash bucket is below
+    ``holdout_fraction`` (:mod:`cmle.model.holdout`: the same profiles for every version
+    trained with that salt); without, a stratified seeded sample of the rows. Train and
+    validation are a stratified, seeded split of the rest. The rows are put in
+    (userid, snapshot) order first: a parallel query engine exports them in any order, and
+    the same seed must give the same split of the same data.
     """
     from sklearn.model_selection import train_test_split
 
@@ -74,11 +80,24 @@ def split(frame: pd.DataFrame, holdout_fraction: float, validation_fraction: flo
         raise DataCheckError(f"the training set has {positives} positive and {negatives} negative rows; at least "
                              f"{MIN_CLASS_ROWS} of each are needed to split and evaluate (Customer AI asks for 500 "
                              "of each): widen the outcome window or use more profiles")
-    rest, holdout = train_test_split(frame, test_size=holdout_fraction, stratify=y, random_state=seed)
+    if salt is not None:
+        held = in_holdout(frame[ID_COLUMN].to_numpy(), salt, holdout_fraction)
+        rest, holdout = frame[~held], frame[held]
+        _check_holdout_classes(labels(holdout), holdout_fraction)
+    else:
+        rest, holdout = train_test_split(frame, test_size=holdout_fraction, stratify=y, random_state=seed)
     y_rest = labels(rest)
     train, valid = train_test_split(rest, test_size=validation_fraction / (1.0 - holdout_fraction),
                                     stratify=y_rest, random_state=seed + 1)
     return Split(train=train, valid=valid, holdout=holdout)
+
+
+def _check_holdout_classes(y: np.ndarray, holdout_fraction: float) -> None:
+    positives, negatives = int(y.sum()), int(y.size - y.sum())
+    if min(positives, negatives) == 0:
+        raise DataCheckError(f"the holdout (the profiles whose hash falls below holdout_fraction = {holdout_fraction}) "
+                             f"holds {positives} positive and {negatives} negative rows; both classes are needed to "
+                             "evaluate: use more profiles or a larger holdout_fraction")
 
 
 def limited_threads(threads: int):

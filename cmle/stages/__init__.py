@@ -13,9 +13,10 @@ from typing import Any, Callable
 
 from cmle.errors import ParameterError
 
-# The pipeline order `main` runs; `load`, `cleanup` and `deploy` are not pipeline stages.
+# The pipeline order `main` runs; the others are not pipeline stages.
 STAGE_ORDER = ("synthetic", "explore", "featurize", "export", "train", "promote", "score", "ingest", "audience")
-ALL_STAGES = (*STAGE_ORDER, "main", "load", "cleanup", "deploy")
+# approve, history and webhook govern promotion (docs/promotion.md).
+ALL_STAGES = (*STAGE_ORDER, "main", "load", "cleanup", "deploy", "approve", "history", "webhook")
 
 # Stage name -> module under cmle.stages, where they differ.
 _MODULES = {"main": "pipeline"}
@@ -75,7 +76,8 @@ class Stage:
     func: Callable[..., dict]
     params: tuple[Param, ...]
     help: str = ""
-    tracked: bool = True  # False: not an MLflow run (deploy)
+    tracked: bool = True  # False: not an MLflow run (deploy, history, webhook)
+    render: Callable[[dict], str] | None = None  # what the command line prints instead of the outputs' JSON
 
     def param(self, name: str) -> Param:
         for p in self.params:

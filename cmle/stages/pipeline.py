@@ -70,18 +70,27 @@ def _after_gate(out: dict, params: dict, skipped: list[str]) -> None:
     go on with the existing champion otherwise, saying so."""
     if out.get("promoted") or out.get("status") == "already_champion":
         return
-    why = (f"the promotion gate refused challenger v{out.get('challenger_version')} ({out.get('reason')})"
-           if out.get("status") == "failed" else
-           f"promote ran with mode={out.get('mode')} and moved no alias")
+    status, version = out.get("status"), out.get("challenger_version")
+    why = {"failed": f"the promotion gate refused challenger v{version} ({out.get('reason')})",
+           "insufficient_evidence": f"the promotion gate did not decide on challenger v{version} ({out.get('reason')})",
+           "pending_approval": f"challenger v{version} passed the gate and awaits approval (`cmle approve --reason "
+                               "...`, or tag approved=true on the version; then `cmle promote --mode approval`)",
+           "rejected": f"challenger v{version} was rejected ({out.get('reason')})",
+           }.get(status, f"promote ran with mode={out.get('mode')} and moved no alias")
     if out.get("champion_version"):
         log.warning("main: %s; going on with the existing champion v%s", why, out["champion_version"])
         return
     if all(s in skipped for s in ("score", "ingest", "audience")):
         return
+    advice = {"pending_approval": "Approve it and run main or promote again",
+              "insufficient_evidence": "Use more profiles (or a larger holdout_fraction) so the evaluation rows hold "
+                                       f"at least min_eval_positives = {params.get('min_eval_positives')} positives, "
+                                       "and run main again"}.get(
+        status, f"If this model is good enough, lower min_auc (now {params.get('min_auc')}) or promote it yourself "
+                "(`cmle promote --min_auc ...`); otherwise improve the training (more profiles or history, "
+                "max_evals) and run main again")
     raise RegistryError(f"main: {why}, and model {out.get('model_name')!r} has no champion to score with, so main "
-                        f"stops before score. If this model is good enough, lower min_auc (now {params.get('min_auc')}) "
-                        "or promote it yourself (`cmle promote --min_auc ...`); otherwise improve the training "
-                        "(more profiles or history, max_evals) and run main again")
+                        f"stops before score. {advice}")
 
 
 STAGE = Stage(

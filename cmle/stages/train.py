@@ -10,6 +10,13 @@ pyfunc model from code and registers it with alias ``challenger``. The holdout r
 stored with the run (``holdout/holdout.parquet``) so ``promote`` can score challenger and
 champion on the same data.
 
+The holdout is stable across retrains: the profiles whose hash (with a salt kept on the
+registered model) falls below ``holdout_fraction`` (:mod:`cmle.model.holdout`), so the
+promotion gate can compare versions on profiles none of them trained on. Before anything is
+fitted the labels are checked, and before registering the model is checked for leakage
+(:mod:`cmle.model.train_checks`); a flagged version is registered with tag ``cmle.leakage``
+naming what was found, and ``promote`` refuses it unless told otherwise.
+
 Idempotent by content: a version trained from the same rows with the same parameters (its
 ``cmle.fingerprint`` tag, a hash of the training set's content, not of the export's time)
 is reused rather than trained again, unless ``retrain`` is set; re-exporting unchanged data
@@ -45,8 +52,10 @@ from cmle.context import Context
 from cmle.distiller import challenger
 from cmle.errors import CmleError, NotFoundError, ParameterError
 from cmle.exports import feature_set_name, newest_feature_export
-from cmle.model import artifact, budget, evaluation, fit, metrics, scoring, space, tuning
+from cmle.model import artifact, budget, evaluation, fit, metrics, scoring, space, train_checks, tuning
+from cmle.model.holdout import describe as describe_split
 from cmle.model.preprocess import FeatureSpec, nonfinite_counts
+from cmle.platform.base import BATCH_SUCCESS
 from cmle.registry import CHALLENGER, TAG_PREFIX, Registry
 from cmle.stages import SPEC_PARAM, Param, Stage
 from cmle.stages.featurize import FRAMING_CHOICES, SET_VERSION_TAG
@@ -57,8 +66,9 @@ log = logging.getLogger(__name__)
 HOLDOUT_ARTIFACT = "holdout/holdout.parquet"
 FINGERPRINT_TAG = f"{TAG_PREFIX}fingerprint"
 HOLDOUT_TAG = f"{TAG_PREFIX}holdout_uri"
+SPLIT_TAG = f"{TAG_PREFIX}split"
 MIN_TUNE_ROWS = 50
-METRIC_TAGS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece")
+METRIC_TAGS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_decile_1")
 MANIFEST_ARTIFACT = "featurize/feature_spec.json"
 
 
@@ -177,16 +187,23 @@ class Trained:
 def train(ctx: Context, max_evals: int = budget.AUTO, families: str = space.DEFAULT_FAMILIES, seed: int = 42,
           metric: str = "roc_auc", holdout_fraction: float = 0.2, validation_fraction: float = 0.2,
           framing: str = "both", calibration: str = "sigmoid", max_tune_rows: int = budget.AUTO,
-          retrain: bool = False, spec: str = "", distiller: str = "off") -> dict:
+          retrain: bool = False, spec: str = "", distiller: str = "off",
+          min_label_rate: float = train_checks.DEFAULT_MIN_LABEL_RATE,
+          max_label_rate: float = train_checks.DEFAULT_MAX_LABEL_RATE,
+          leakage_auc: float = train_checks.DEFAULT_LEAKAGE_AUC,
+          max_holdout_auc: float = train_checks.DEFAULT_MAX_HOLDOUT_AUC) -> dict:
     """The stage: train (or reuse) and register a challenger; returns its version and metrics."""
     settings = ctx.settings
     challenger.require_aep(ctx.platform, distiller)  # before any work: the option needs AEP
     model_spec = modelspec.spec_for(settings, spec)
     params = dict(max_evals=max_evals, families=families, seed=seed, metric=metric,
                   holdout_fraction=holdout_fraction, validation_fraction=validation_fraction, framing=framing,
-                  calibration=calibration, max_tune_rows=max_tune_rows, spec=model_spec.fingerprint)
+                  calibration=calibration, max_tune_rows=max_tune_rows, spec=model_spec.fingerprint,
+                  min_label_rate=min_label_rate, max_label_rate=max_label_rate, leakage_auc=leakage_auc,
+                  max_holdout_auc=max_holdout_auc)
     chosen = space.parse_families(families)
     fit.check_fractions(holdout_fraction, validation_fraction)
+    train_checks.check_parameters(min_label_rate, max_label_rate, leakage_auc, max_holdout_auc)
     if 0 < max_tune_rows < MIN_TUNE_ROWS:
         raise ParameterError(f"train: max_tune_rows = {max_tune_rows} is too few rows to tune on (a stratified "
                              f"sample needs both classes); use 0 (follow the data size) or at least {MIN_TUNE_ROWS}")
@@ -202,19 +219,25 @@ def train(ctx: Context, max_evals: int = budget.AUTO, families: str = space.DEFA
     mlflow.set_tags({f"{TAG_PREFIX}spec": model_spec.name, f"{TAG_PREFIX}goal": model_spec.goal.phrase()[:250]})
     if manifest is not None:
         tracking.log_dict(manifest, "features/feature_manifest.json")
+    labels = train_checks.check_labels(source.frame, _rows_written(ctx, source), min_label_rate, max_label_rate,
+                                       where=f"the {trained_on} training set ({source.folder.url})")
+    tracking.log_dict(labels.as_dict(), "checks/labels.json")
     if not retrain:
         existing = registry.find_by_tag(name, FINGERPRINT_TAG, fp)
         if existing is not None:
             return _reuse(registry, name, existing) | _distiller(ctx, distiller, source, trained_on, model_spec,
                                                                   existing=existing)
 
+    with locks.registry_lock(settings, name):
+        salt = registry.split_salt(name)
     threads = cpu_threads()
     mlflow.log_param("threads", threads)
     with fit.limited_threads(threads):
         trained = fit_and_evaluate(settings, source.frame, chosen, max_evals=max_evals, seed=seed, metric=metric,
                                    holdout_fraction=holdout_fraction, validation_fraction=validation_fraction,
                                    calibration=calibration, max_tune_rows=max_tune_rows, threads=threads,
-                                   manifest=manifest, oracle=model_spec.notebooks_goal)
+                                   manifest=manifest, oracle=model_spec.notebooks_goal, salt=salt)
+        leakage = _check_leakage(trained, seed, leakage_auc, max_holdout_auc)
         comparison = {}
         if framing == "both" and model_spec.notebooks_goal:
             comparison = _compare_cmle(ctx, trained, seed, holdout_fraction, validation_fraction, calibration,
@@ -225,7 +248,8 @@ def train(ctx: Context, max_evals: int = budget.AUTO, families: str = space.DEFA
             "export_time": source.folder.export_time, "dataset_id": source.dataset_id,
             "training_run_id": mlflow.active_run().info.run_id, "spec": model_spec.name,
             "spec_fingerprint": model_spec.fingerprint, "goal": model_spec.goal.phrase(),
-            "feature_manifest": manifest}
+            "feature_manifest": manifest, "split": describe_split(salt, holdout_fraction).to_json(),
+            "leakage": leakage.tag_value() if leakage.flagged else ""}
     with locks.registry_lock(settings, name):
         existing = None if retrain else registry.find_by_tag(name, FINGERPRINT_TAG, fp)
         if existing is not None:  # another run registered the same training meanwhile
@@ -241,22 +265,22 @@ def train(ctx: Context, max_evals: int = budget.AUTO, families: str = space.DEFA
             "auc_ratio": (trained.oracle.get("metrics") or {}).get("auc_ratio"),
             "train_seconds": round(trained.seconds, 2), "trials": len(trained.search.trials),
             "training_export": source.folder.url, "reused": False, "spec_name": model_spec.name,
+            "leakage": leakage.summary() if leakage.flagged else "",
             **{k: trained.baselines[k] for k in ("baseline_roc_auc", "auc_margin", "log_loss_skill")
                if k in trained.baselines}, **comparison}
 
 
-
-
-
 def fit_and_evaluate(settings, frame: pd.DataFrame, families: tuple[str, ...], *, max_evals: int, seed: int,
                      metric: str, holdout_fraction: float, validation_fraction: float, calibration: str,
-                     max_tune_rows: int, threads: int, manifest: dict | None = None, oracle: bool = True) -> Trained:
-    """Split, tune, refit and calibrate, then evaluate once on the holdout; log it all.
+                     max_tune_rows: int, threads: int, manifest: dict | None = None, oracle: bool = True,
+                     salt: str | None = None) -> Trained:
+    """Split (the holdout by profile hash with ``salt``), tune, refit and calibrate, then
+    evaluate once on the holdout; log it all.
 
     The features and their kinds come from ``manifest`` (the spec's feature list) when given,
     else from the data's types."""
     started = time.perf_counter()
-    parts = fit.split(frame, holdout_fraction, validation_fraction, seed)
+    parts = fit.split(frame, holdout_fraction, validation_fraction, seed, salt=salt)
     spec = FeatureSpec.from_manifest(manifest) if manifest else FeatureSpec.infer(frame)
     nonfinite = nonfinite_counts(frame[list(spec.numeric)].astype("float64"))
     mlflow.log_metric("nonfinite_values", float(sum(nonfinite.values())))  # treated as missing by prepare()
@@ -308,6 +332,9 @@ def register(registry: Registry, name: str, trained: Trained, info: dict, fp: st
     oracle = trained.oracle.get("metrics") or {}
     tags = {f"{TAG_PREFIX}holdout_{k}": f"{holdout[k]:.6f}" for k in METRIC_TAGS}
     tags |= {f"{TAG_PREFIX}{k}": f"{v:.6f}" for k, v in oracle.items() if np.isfinite(v)}
+    tags |= {SPLIT_TAG: info["split"]}
+    if info.get("leakage"):
+        tags[train_checks.LEAKAGE_TAG] = info["leakage"]
     tags |= {FINGERPRINT_TAG: fp, HOLDOUT_TAG: holdout_uri, f"{TAG_PREFIX}family": info["family"],
              f"{TAG_PREFIX}training_run_id": info["training_run_id"], f"{TAG_PREFIX}export_url": info["export_url"],
              f"{TAG_PREFIX}export_time": info["export_time"], f"{TAG_PREFIX}dataset_id": info["dataset_id"],
@@ -325,6 +352,39 @@ def register(registry: Registry, name: str, trained: Trained, info: dict, fp: st
     registry.set_alias(name, CHALLENGER, version)
     mlflow.set_tags({f"{TAG_PREFIX}model_version": version, f"{TAG_PREFIX}family": info["family"]})
     return version
+
+
+def _rows_written(ctx: Context, source: Source) -> int | None:
+    """How many rows the platform recorded writing into the training set (featurize's CTAS),
+    when the export read is of that content; None when unknown or the export is older."""
+    if not source.dataset_id:
+        return None
+    try:
+        batches = [b for b in ctx.platform.list_batches(source.dataset_id) if b.status == BATCH_SUCCESS]
+    except Exception as exc:  # noqa: BLE001 - the check is skipped, not the training
+        log.debug("train: could not list the training set's batches: %s", exc)
+        return None
+    if not batches or any(b.records <= 0 for b in batches):
+        return None
+    if max(b.created for b in batches) >= source.folder.time.timestamp() + 1.0:  # exportTime is to the second
+        log.warning("train: the training set changed after its newest export (%s); training on that export. Run "
+                    "`cmle export` to train on the current set", source.folder.url)
+        return None
+    return sum(b.records for b in batches)
+
+
+def _check_leakage(trained: Trained, seed: int, leakage_auc: float, max_holdout_auc: float):
+    """Leakage findings on the rows the model learnt from; logged to the run (table, tag, warning)."""
+    learnt = pd.concat([trained.parts.train, trained.parts.valid])
+    report, table = train_checks.leakage_report(learnt, trained.spec, trained.holdout.metrics["roc_auc"],
+                                                leakage_auc, max_holdout_auc, seed=seed)
+    tracking.log_table(table, "checks/single_feature_auc.csv")
+    mlflow.log_metric("max_single_feature_auc", float(table["auc"].max()) if len(table) else 0.5)
+    if report.flagged:
+        mlflow.set_tag(train_checks.LEAKAGE_TAG, report.summary()[:5000])
+        log.warning("train: possible leakage: %s. The version is registered with tag %s and promote refuses it "
+                    "unless allow_leakage=true", report.summary(), train_checks.LEAKAGE_TAG)
+    return report
 
 
 def _reuse(registry: Registry, name: str, existing) -> dict:
@@ -498,12 +558,17 @@ def _compare_cmle(ctx: Context, trained: Trained, seed: int, holdout_fraction: f
     return values
 
 
+def _holdout_columns(holdout: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """The holdout rows as stored: ids, snapshot, label and the features."""
+    columns = [c for c in (ID_COLUMN, SNAPSHOT_COLUMN, LABEL_COLUMN) if c in holdout.columns] + list(spec.columns)
+    return holdout[columns].reset_index(drop=True)
+
+
 def _log_holdout(holdout: pd.DataFrame, spec: FeatureSpec) -> str:
     """Store the holdout rows with the run; returns their ``runs:/`` URI."""
-    columns = [c for c in (ID_COLUMN, SNAPSHOT_COLUMN, LABEL_COLUMN) if c in holdout.columns] + list(spec.columns)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(HOLDOUT_ARTIFACT).name
-        holdout[columns].reset_index(drop=True).to_parquet(path, index=False)
+        _holdout_columns(holdout, spec).to_parquet(path, index=False)
         mlflow.log_artifact(str(path), artifact_path=str(Path(HOLDOUT_ARTIFACT).parent))
     return f"runs:/{mlflow.active_run().info.run_id}/{HOLDOUT_ARTIFACT}"
 
@@ -544,6 +609,16 @@ STAGE = Stage(
         Param("distiller", str, "off", "AEP only: also train Data Distiller's own model (MODEL_TYPE) on the same "
               "training rows in Query Service, evaluate it on the same holdout and log its metrics next to "
               "cmle's (docs/data-distiller.md)", choices=challenger.CHOICES),
+        Param("min_label_rate", float, train_checks.DEFAULT_MIN_LABEL_RATE,
+              "refuse a training set whose label rate is below this (a label join that lost the converters)",
+              min=0.0),
+        Param("max_label_rate", float, train_checks.DEFAULT_MAX_LABEL_RATE,
+              "refuse a training set whose label rate is above this (a label join that lost the non-converters)",
+              min=0.0),
+        Param("leakage_auc", float, train_checks.DEFAULT_LEAKAGE_AUC,
+              "flag features that alone reach this ROC-AUC (promote refuses a flagged version)", min=0.5),
+        Param("max_holdout_auc", float, train_checks.DEFAULT_MAX_HOLDOUT_AUC,
+              "flag a model whose holdout ROC-AUC is above this (too good to be true: leakage)", min=0.5),
     ),
     help="Tune (hyperopt, nested runs), fit, calibrate and evaluate the propensity model on the newest "
          "training-set export; register it with alias challenger.",

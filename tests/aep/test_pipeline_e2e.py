@@ -19,7 +19,7 @@ from cmle.config import load_settings
 from cmle.runner import run_stage
 
 PARAMS = {"profiles": 1200, "weeks": 10, "end_date": "2024-06-01", "seed": 7, "min_positives": 15,
-          "min_negatives": 15, "max_evals": 2, "families": "logreg", "min_auc": 0.5,
+          "min_negatives": 15, "max_evals": 2, "families": "logreg", "min_auc": 0.5, "min_eval_positives": 3,
           "destination": "Audience exports"}
 FEATURE_KEYS = ("training_rows", "training_positives", "training_negatives", "training_features",
                 "cmle_training_rows", "cmle_training_positives", "scoring_rows")

@@ -258,3 +258,38 @@ def test_each_targets_config_file_exists_and_loads_for_unity_catalog(target, tmp
     check_settings(s)
     assert s.cloud.model_name.split(".")[1] == job.workspace["artifact_path"].split("/")[3]  # same schema
     assert s.mlflow.experiment_name.startswith("/")  # Databricks experiments are workspace paths
+
+
+# --- the deployment-job shape (governed promotion, issue 14) -------------------------------------
+def test_the_first_job_is_the_pipeline_unless_one_is_named():
+    assert bundle.resolve_job(BUNDLE, "dev").key == "cmle_pipeline"
+    assert bundle.resolve_job(BUNDLE, "dev", job="cmle_deployment").key == "cmle_deployment"
+    with pytest.raises(ConfigError, match="no job 'nope'"):
+        bundle.resolve_job(BUNDLE, "dev", job="nope")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_deployment_job_is_evaluation_then_approval_then_deployment(target):
+    from cmle.stages import get_stage
+
+    job = bundle.resolve_job(BUNDLE, target, job="cmle_deployment", user_name="ann.lee@example.com")
+    assert Job.from_dict(job.settings).as_dict() == job.settings  # valid for the bundle schema
+    tasks = job.settings["tasks"]
+    assert [t["task_key"] for t in tasks] == ["evaluation", "approval", "deployment"]
+    assert [t.get("depends_on") for t in tasks] == [None, [{"task_key": "evaluation"}], [{"task_key": "approval"}]]
+    wheel = {t["task_key"]: t["python_wheel_task"] for t in tasks}
+    assert [wheel[k]["entry_point"] for k in ("evaluation", "approval", "deployment")] == [
+        "cmle-promote", "cmle-approve", "cmle-promote"]
+    evaluation, approval, deployment = (wheel[k]["named_parameters"] for k in ("evaluation", "approval",
+                                                                                  "deployment"))
+    assert evaluation["mode"] == deployment["mode"] == "approval"
+    # the approval task waits on the tag named after itself, which a deployment job's Approve button sets
+    assert approval["decision"] == "wait" and float(approval["wait_minutes"]) > 0
+    assert evaluation["approval_tag"] == approval["approval_tag"] == deployment["approval_tag"] == "approval"
+    for task in tasks:  # every named parameter is one the stage declares, with a valid value
+        stage = get_stage(task["python_wheel_task"]["entry_point"].removeprefix("cmle-"))
+        named = {k: v for k, v in task["python_wheel_task"]["named_parameters"].items() if k != "config"}
+        assert stage.resolve(named)
+    # the pipeline's config and spec, pushed down to every task: the model promoted is the one it trained
+    pipeline = _job(target, user_name="ann.lee@example.com").settings["parameters"]
+    assert job.settings["parameters"] == [p for p in pipeline if p["name"] in ("config", "spec")]

@@ -203,3 +203,16 @@ def test_deploy_builds_the_wheel_with_the_bundles_artifact_command(double, dbx_e
     assert "cmle/stages/deploy.py" in names
     scripts = zipfile.ZipFile(built).read("cmle-0.1.0.dist-info/entry_points.txt").decode()
     assert all(f"cmle-{s} = cmle.cli:" in scripts for s in STAGE_ORDER)
+
+
+def test_the_deployment_job_deploys_and_runs_beside_the_pipeline(double, dbx_env, bundle_path, wheel, tmp_cwd,
+                                                                 capsys):
+    _deploy(dbx_env, bundle_path, wheel)
+    args = ["--bundle", str(bundle_path), "--wheel", str(wheel), "--job", "cmle_deployment", "--run_now",
+            "--poll_seconds", "0.001"]
+    assert run_cli("deploy", args) == 0
+    outputs = json.loads(capsys.readouterr().out)
+    assert outputs["action"] == "created" and outputs["job_name"] == "[dev ann_lee] cmle-deployment-dev"
+    assert outputs["run"]["result_state"] == "SUCCESS" and len(double.jobs) == 2
+    created = double.jobs[outputs["job_id"]]
+    assert [t["task_key"] for t in created["tasks"]] == ["evaluation", "approval", "deployment"]

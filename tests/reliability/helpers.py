@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL = "cmle_propensity_model"
 # A small pipeline: a few thousand profiles, two tuning evaluations of one family.
 TINY = ["--profiles", "2000", "--end_date", "2024-06-01", "--min_positives", "10", "--min_negatives", "10",
-        "--max_evals", "2", "--families", "logreg", "--framing", "pit", "--min_auc", "0.5", "--skip", "explore"]
+        "--max_evals", "2", "--families", "logreg", "--framing", "pit", "--min_eval_positives", "5",
+        "--min_auc", "0.5", "--skip", "explore"]
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -138,6 +138,14 @@ CASES = [
     Case("registry-model-missing", ["promote"], "does not exist", env={"CMLE_CLOUD_MODEL_NAME": "nobody_model"}),
     Case("registry-gate-refuses-first-model", ["main", *TINY[:-4], "--min_auc", "0.99", "--skip", "explore"],
          "the promotion gate refused challenger v1", env={"CMLE_CLOUD_MODEL_NAME": "strict_model"}),
+    Case("param-gate-metrics", ["promote", "--metrics", "roc_auc,f1"], "metrics: unknown metric 'f1'"),
+    Case("param-gate-confidence", ["promote", "--confidence", "0.3"], "confidence = 0.3"),
+    Case("param-label-band", ["train", "--min_label_rate", "0.5", "--max_label_rate", "0.1"], "min_label_rate"),
+    Case("registry-nothing-to-approve", ["approve", "--reason", "fine"], "no version of cmle_propensity_model "
+         "awaits approval"),
+    Case("registry-rollback-first-champion", ["promote", "--rollback"], "v1 was the first champion"),
+    Case("env-webhook-local-store", ["webhook", "--url", "https://hooks.example.com/cmle"], "fires no webhooks",
+         env={"CMLE_WEBHOOK_SECRET": "x"}),
     # --- data ----------------------------------------------------------------------------------------
     Case("data-corrupt-export", ["train", "--retrain", "true", "--max_evals", "2", "--families", "logreg",
                                  "--framing", "pit"], "is not a readable Parquet file",

@@ -16,7 +16,7 @@ from tests.reliability.helpers import platform_state
 pytestmark = pytest.mark.slow
 
 PARAMS = {"profiles": 6000, "end_date": "2024-06-01", "min_positives": 10, "min_negatives": 10, "max_evals": 2,
-          "families": "logreg", "framing": "pit", "min_auc": 0.5, "skip": "explore"}
+          "families": "logreg", "framing": "pit", "min_auc": 0.5, "min_eval_positives": 10, "skip": "explore"}
 # The collisions: an owner folded into another's suffix, and a case variant.
 OWNERS = ("cmle", "cmle_cmle")
 

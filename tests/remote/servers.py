@@ -164,15 +164,18 @@ class S3Server(_Process):
 
 class MlflowServer(_Process):
     """``mlflow server`` with a sqlite backend store and ``--artifacts-destination`` on S3
-    (proxied artifacts: clients send them through the server, which writes them to S3)."""
+    (proxied artifacts: clients send them through the server, which writes them to S3), or
+    in a local folder when there is no ``s3_endpoint``; ``env``: more server variables."""
 
     name = "mlflow-server"
 
-    def __init__(self, folder: Path, artifacts_destination: str, s3_endpoint: str, db_template: Path | None = None):
+    def __init__(self, folder: Path, artifacts_destination: str, s3_endpoint: str | None = None,
+                 db_template: Path | None = None, env: dict[str, str] | None = None):
         super().__init__(folder)
         self.artifacts_destination = artifacts_destination
         self.s3_endpoint = s3_endpoint
         self.db_template = db_template
+        self.env = env or {}
 
     def start(self) -> "MlflowServer":
         if self.db_template is not None and not (self.folder / "mlflow.db").exists():
@@ -182,7 +185,8 @@ class MlflowServer(_Process):
             lambda port: [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port),
                           "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
                           "--artifacts-destination", self.artifacts_destination, "--workers", "1"],
-            _clean_env(aws_env(self.s3_endpoint, self.folder)), timeout=120)
+            _clean_env({**(aws_env(self.s3_endpoint, self.folder) if self.s3_endpoint else {}), **self.env}),
+            timeout=120)
         return self
 
     def _ready(self) -> bool:

@@ -19,7 +19,8 @@ from cmle.runner import run_stage
 pytestmark = pytest.mark.slow
 
 # explore is skipped: it logs only run artifacts, as every other stage does, and takes a third of the time
-SMALL = dict(skip="explore", profiles=3000, end_date="2024-06-01", min_positives=20, min_negatives=20, max_evals=2, min_auc=0.5)
+SMALL = dict(skip="explore", profiles=3000, end_date="2024-06-01", min_positives=20, min_negatives=20, max_evals=2, min_auc=0.5,
+             min_eval_positives=5)
 MODEL = "cmle_propensity_model"
 EXPORT_PART = re.compile(r"/exportTime=\d{14}/part-[^/]+\.parquet$")
 

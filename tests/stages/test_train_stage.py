@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -10,7 +12,7 @@ from mlflow import MlflowClient
 
 from cmle import naming
 from cmle.columns import OUTPUT_COLUMNS
-from cmle.errors import NotFoundError, ParameterError
+from cmle.errors import DataCheckError, NotFoundError, ParameterError
 from cmle.model import fit
 from cmle.registry import CHALLENGER, Registry
 from cmle.runner import run_stage
@@ -154,3 +156,59 @@ def test_threads_are_capped_and_drop_on_a_busy_machine(monkeypatch, omp, load, e
     monkeypatch.setattr(train_stage.os, "cpu_count", lambda: 2)
     monkeypatch.setenv("OMP_NUM_THREADS", omp)
     assert train_stage.cpu_threads(load) == expected
+
+
+# --- governed promotion: stable holdout, label checks, leakage (issue 14) ----------------------
+TINY = {"max_evals": 1, "families": "logreg", "framing": "pit"}
+
+
+def _holdout_ids(out) -> set:
+    path = mlflow.artifacts.download_artifacts(run_id=out["training_run_id"], artifact_path="holdout/holdout.parquet")
+    return set(pd.read_parquet(path)["userid"])
+
+
+def test_the_holdout_is_the_same_profiles_for_every_retrain(store, platform, settings, frame):
+    put_training_set(platform, settings, frame)
+    first = run_stage("train", settings, {**TINY, "seed": 1})
+    second = run_stage("train", settings, {**TINY, "seed": 2})
+    assert second["model_version"] != first["model_version"]
+    assert _holdout_ids(first) == _holdout_ids(second)
+    registry = Registry.current()
+    salt = registry.model_tags(settings.cloud.model_name)["cmle.split_salt"]
+    split = json.loads(registry.version(settings.cloud.model_name, first["model_version"]).tags["cmle.split"])
+    assert split == {"scheme": "profile_hash_v1", "salt": salt, "holdout_fraction": 0.2}
+
+
+def test_a_leaky_feature_is_caught_and_the_challenger_refused(store, platform, settings, frame):
+    rng = np.random.default_rng(0)
+    leaky = frame.assign(days_to_subscription=np.where(frame["label"] == 1, rng.integers(1, 28, len(frame)), -1))
+    put_training_set(platform, settings, leaky)
+    out = run_stage("train", settings, TINY)
+    assert "days_to_subscription (ROC-AUC 1.000) > 0.9" in out["leakage"]
+    name = settings.cloud.model_name
+    tag = json.loads(Registry.current().version(name, out["model_version"]).tags["cmle.leakage"])
+    assert tag["features"] == {"days_to_subscription": 1.0} and tag["leakage_auc"] == 0.9
+    refused = run_stage("promote", settings, {"min_eval_positives": 10})
+    assert refused["status"] == "failed" and not refused["promoted"] and refused["champion_version"] is None
+    assert "flagged" in refused["reason"] and "days_to_subscription" in refused["reason"]
+    assert "allow_leakage=true" in refused["reason"]
+    allowed = run_stage("promote", settings, {"min_eval_positives": 10, "allow_leakage": True, "by": "ann",
+                                              "reason": "the field is set before the snapshot in our source"})
+    assert allowed["promoted"]
+    override = Registry.current().promotion_history(name)[-1]["override"]
+    assert override["by"] == "ann" and "days_to_subscription" in override["leakage"]
+    assert override["reason"] == "the field is set before the snapshot in our source"
+
+
+def test_label_problems_stop_train_before_anything_is_fitted(store, platform, settings, frame):
+    put_training_set(platform, settings, frame[frame["label"] == 1])
+    with pytest.raises(DataCheckError, match="every one of .* rows is positive: the label join kept only"):
+        run_stage("train", settings, TINY)
+    # an export that lost rows on the way: rows in (the set featurize wrote) != rows out
+    url = put_training_set(platform, settings, frame)
+    from pathlib import Path
+
+    (part,) = [p for p in Path(url).glob("*.parquet")]
+    pd.read_parquet(part).iloc[25:].to_parquet(part, index=False)
+    with pytest.raises(DataCheckError, match=f"featurize counted {len(frame)} rows and train read {len(frame) - 25}"):
+        run_stage("train", settings, TINY)
