@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cmle import storage
-from cmle.columns import ID_COLUMN
+from cmle.columns import ID_COLUMN, SNAPSHOT_COLUMN
 from cmle.errors import DataCheckError, RegistryError
 from cmle.scoring.model_ref import ModelRef
 from cmle.scoring.schema import SCORE_SCHEMA, score_table
@@ -55,6 +55,8 @@ META_MODEL_VERSION = "cmle.model_version"
 META_SOURCE_DATASET = "cmle.source_dataset"
 META_SOURCE_EXPORT_TIME = "cmle.source_export_time"
 META_SOURCE_FINGERPRINT = "cmle.source_fingerprint"
+META_SNAPSHOT = "cmle.snapshot_ts"  # the scoring set's snapshot T (ISO 8601): where an outcome window starts
+META_FACTORS = "cmle.factors"  # how many influential factors each row carries (0: none)
 
 # Signature types and the Arrow types a column may have for them.
 _KINDS = {
@@ -78,6 +80,8 @@ class ScoreRun:
     summary: ScoreSummary = field(default_factory=ScoreSummary, compare=False)
     reused: bool = False
     source_fingerprint: str = ""  # export_fingerprint() of the scoring export ("" if unknown)
+    snapshot: str = ""  # the scoring set's snapshot T, ISO 8601 ("" if unknown: runs written before it was kept)
+    factors: int = 0  # influential factors per row
 
 
 # --- the model's inputs -----------------------------------------------------------------
@@ -312,12 +316,30 @@ def dataset_of(export_url: str) -> str:
     return export_url.rstrip("/").rsplit("/", 2)[-2]
 
 
-def run_metadata(ref: ModelRef, source: storage.ExportFolder) -> dict[str, str]:
+def export_snapshot(url: str) -> str:
+    """The snapshot T (ISO 8601, UTC) of a feature-set export, from its first row; "" if unknown."""
+    try:
+        first = _first_batch(url, columns=[SNAPSHOT_COLUMN])
+    except Exception:  # noqa: BLE001 - an export without the column (or unreadable) has no known T
+        return ""
+    if first is None or not first.num_rows:
+        return ""
+    value = first.column(0)[0].as_py()
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        value = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc).isoformat()
+    return str(value)
+
+
+def run_metadata(ref: ModelRef, source: storage.ExportFolder, factors: int = 0) -> dict[str, str]:
     """What every score file of a run records of where it came from (the Parquet metadata
     :func:`read_run` and :func:`same_run` read back), whatever engine scored it."""
     return {META_MODEL_NAME: ref.name, META_MODEL_VERSION: ref.version,
             META_SOURCE_DATASET: dataset_of(source.url), META_SOURCE_EXPORT_TIME: source.export_time,
-            META_SOURCE_FINGERPRINT: export_fingerprint(source.url)}
+            META_SOURCE_FINGERPRINT: export_fingerprint(source.url), META_SNAPSHOT: export_snapshot(source.url),
+            META_FACTORS: str(int(factors))}
 
 
 def _score_date(export_time: str | None) -> pa.Scalar:
@@ -398,7 +420,8 @@ def read_run(url: str, export_time: str, summarize: bool = True) -> ScoreRun:
                     source_dataset=meta.get(META_SOURCE_DATASET, ""),
                     source_export_time=meta.get(META_SOURCE_EXPORT_TIME, ""),
                     files=tuple(storage.part_files(url)), summary=summary, reused=True,
-                    source_fingerprint=meta.get(META_SOURCE_FINGERPRINT, ""))
+                    source_fingerprint=meta.get(META_SOURCE_FINGERPRINT, ""), snapshot=meta.get(META_SNAPSHOT, ""),
+                    factors=int(meta.get(META_FACTORS, "0") or 0))
 
 
 def find_score_run(root: str, path: str, folder: str, export_time: str = "",

@@ -15,7 +15,7 @@ from typing import Any
 import mlflow
 
 from cmle.context import Context
-from cmle.errors import ParameterError, RegistryError
+from cmle.errors import NotFoundError, ParameterError, RegistryError
 from cmle.stages import STAGE_ORDER, Param, Stage, get_stage
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,17 @@ def run_pipeline(ctx: Context, skip: str = "", **values: Any) -> dict:
             if value == p.default and p.name in carried:
                 value = carried[p.name]
             params[p.name] = value
-        out = run_stage(name, ctx.settings, params, ctx=ctx)
+        if name == "promote" and outputs.get("train", {}).get("skipped"):
+            log.info("main: train kept the champion (%s); nothing to promote", outputs["train"].get("skip_reason"))
+            continue
+        try:
+            out = run_stage(name, ctx.settings, params, ctx=ctx)
+        except NotFoundError as exc:
+            if name != "monitor":
+                raise
+            # monitor runs when the data allow it: without a score run there is nothing to monitor
+            log.warning("main: monitor skipped: %s", exc)
+            continue
         outputs[name] = out
         if name == "promote":
             _after_gate(out, params, skipped)
@@ -89,5 +99,5 @@ STAGE = Stage(
     func=run_pipeline,
     params=_union_params(),
     help="Run every stage in order (synthetic → explore → featurize → export → train → promote → "
-         "score → ingest → audience) as nested MLflow runs of one run.",
+         "score → ingest → audience → monitor) as nested MLflow runs of one run.",
 )

@@ -41,7 +41,8 @@ from cmle.errors import CmleError, NotFoundError, ParameterError
 from cmle.exports import feature_set_name, newest_feature_export
 from cmle.model import artifact, evaluation, fit, metrics, scoring, space, tuning
 from cmle.model.preprocess import FeatureSpec, nonfinite_counts
-from cmle.registry import CHALLENGER, TAG_PREFIX, Registry
+from cmle.monitoring import reference as drift_reference
+from cmle.registry import CHALLENGER, CHAMPION, TAG_PREFIX, Registry
 from cmle.stages import SPEC_PARAM, Param, Stage
 from cmle.stages.featurize import FRAMING_CHOICES, SET_VERSION_TAG
 
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 HOLDOUT_ARTIFACT = "holdout/holdout.parquet"
 FINGERPRINT_TAG = f"{TAG_PREFIX}fingerprint"
 HOLDOUT_TAG = f"{TAG_PREFIX}holdout_uri"
+REFERENCE_TAG = f"{TAG_PREFIX}reference_uri"  # the drift reference monitor compares against
+OUTCOME_DAYS_TAG = f"{TAG_PREFIX}outcome_days"  # the label's outcome window, for realised outcomes
 MIN_TUNE_ROWS = 50
 METRIC_TAGS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece")
 MANIFEST_ARTIFACT = "featurize/feature_spec.json"
@@ -164,13 +167,19 @@ class Trained:
     oracle: dict
     seconds: float = 0.0
     baselines: dict = field(default_factory=dict)
+    drift: drift_reference.DriftReference | None = None
 
 
 def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMILIES, seed: int = 42,
           metric: str = "roc_auc", holdout_fraction: float = 0.2, validation_fraction: float = 0.2,
           framing: str = "both", calibration: str = "sigmoid", max_tune_rows: int = 15_000,
-          retrain: bool = False, spec: str = "") -> dict:
-    """The stage: train (or reuse) and register a challenger; returns its version and metrics."""
+          retrain: str = "false", spec: str = "") -> dict:
+    """The stage: train (or reuse) and register a challenger; returns its version and metrics.
+
+    ``retrain``: ``false`` reuses a version trained the same way; ``true`` trains anyway;
+    ``auto`` trains only when the monitoring history says retraining is due or there is no
+    champion yet (otherwise it returns the champion with ``skipped``)."""
+    retrain = {True: "true", False: "false"}.get(retrain, retrain)  # type: ignore[arg-type]
     settings = ctx.settings
     model_spec = modelspec.spec_for(settings, spec)
     params = dict(max_evals=max_evals, families=families, seed=seed, metric=metric,
@@ -184,16 +193,20 @@ def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMIL
     # "both": the model is trained on the point-in-time set and compared with the same model
     # trained on the notebooks' framing; "pit" / "cmle": that set alone.
     trained_on = "cmle" if framing == "cmle" else "pit"
-    source = read_training_set(ctx, trained_on)
     registry = Registry.current()
     name = modelspec.model_name(settings, model_spec)
+    if retrain == "auto":
+        skip = _auto_skip(registry, name)
+        if skip is not None:
+            return skip
+    source = read_training_set(ctx, trained_on)
     fp = fingerprint(source, params)
     _log_lineage(source, trained_on, fp)
     manifest = feature_manifest(ctx, source, model_spec) if trained_on == "pit" else None
     mlflow.set_tags({f"{TAG_PREFIX}spec": model_spec.name, f"{TAG_PREFIX}goal": model_spec.goal.phrase()[:250]})
     if manifest is not None:
         tracking.log_dict(manifest, "features/feature_manifest.json")
-    if not retrain:
+    if retrain != "true":
         existing = registry.find_by_tag(name, FINGERPRINT_TAG, fp)
         if existing is not None:
             return _reuse(registry, name, existing)
@@ -217,7 +230,7 @@ def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMIL
             "spec_fingerprint": model_spec.fingerprint, "goal": model_spec.goal.phrase(),
             "feature_manifest": manifest}
     with locks.registry_lock(settings, name):
-        existing = None if retrain else registry.find_by_tag(name, FINGERPRINT_TAG, fp)
+        existing = None if retrain == "true" else registry.find_by_tag(name, FINGERPRINT_TAG, fp)
         if existing is not None:  # another run registered the same training meanwhile
             return _reuse(registry, name, existing)
         version = register(registry, name, trained, info, fp)
@@ -277,21 +290,28 @@ def fit_and_evaluate(settings, frame: pd.DataFrame, families: tuple[str, ...], *
     evaluation.log_evaluation(result_eval, importance, oracle=oracle.get("propensity"))
     if oracle.get("metrics"):
         mlflow.log_metrics(oracle["metrics"])
+    # What monitor measures drift against: bins and shares of every feature over the whole
+    # training set, and of the holdout propensities (no rows).
+    drift = drift_reference.build(spec.prepare(frame), spec.categorical, propensity)
     seconds = time.perf_counter() - started
     mlflow.log_metric("train_seconds", seconds)
     return Trained(spec=spec, parts=parts, search=result, estimator=estimator, reference=reference,
-                   holdout=result_eval, oracle=oracle, seconds=seconds, baselines=baselines)
+                   holdout=result_eval, oracle=oracle, seconds=seconds, baselines=baselines, drift=drift)
 
 
 def register(registry: Registry, name: str, trained: Trained, info: dict, fp: str) -> str:
     """Log the pyfunc and its holdout, register it, tag it, point ``challenger`` at it."""
     holdout_uri = _log_holdout(trained.parts.holdout, trained.spec)
+    reference_uri = _log_reference(trained.drift) if trained.drift is not None else ""
     example = artifact.input_example(trained.spec, trained.parts.holdout)
     model_info = artifact.log_model(trained.estimator, trained.spec, trained.reference, example, info)
     holdout = trained.holdout.metrics
     oracle = trained.oracle.get("metrics") or {}
     tags = {f"{TAG_PREFIX}holdout_{k}": f"{holdout[k]:.6f}" for k in METRIC_TAGS}
     tags |= {f"{TAG_PREFIX}{k}": f"{v:.6f}" for k, v in oracle.items() if np.isfinite(v)}
+    tags |= {REFERENCE_TAG: reference_uri} if reference_uri else {}
+    outcome_days = (info.get("feature_manifest") or {}).get("outcome_days")
+    tags |= {OUTCOME_DAYS_TAG: str(outcome_days)} if outcome_days else {}
     tags |= {FINGERPRINT_TAG: fp, HOLDOUT_TAG: holdout_uri, f"{TAG_PREFIX}family": info["family"],
              f"{TAG_PREFIX}training_run_id": info["training_run_id"], f"{TAG_PREFIX}export_url": info["export_url"],
              f"{TAG_PREFIX}export_time": info["export_time"], f"{TAG_PREFIX}dataset_id": info["dataset_id"],
@@ -309,6 +329,29 @@ def register(registry: Registry, name: str, trained: Trained, info: dict, fp: st
     registry.set_alias(name, CHALLENGER, version)
     mlflow.set_tags({f"{TAG_PREFIX}model_version": version, f"{TAG_PREFIX}family": info["family"]})
     return version
+
+
+def _auto_skip(registry: Registry, name: str) -> dict | None:
+    """With ``retrain=auto``: the outputs of a skipped training (the champion stays) when a
+    champion exists and the newest monitoring window does not say retraining is due; None
+    when training should go ahead."""
+    from cmle.monitoring import history
+
+    champion = registry.by_alias(name, CHAMPION, required=False)
+    if champion is None:
+        log.info("train: retrain=auto and %s has no champion yet: training", name)
+        return None
+    due = history.retrain_due(name)
+    if due:
+        log.info("train: retrain=auto and the monitoring history says retraining is due: training")
+        mlflow.set_tag(f"{TAG_PREFIX}retrain_reason", "monitoring: retraining due")
+        return None
+    why = ("no monitoring window yet" if due is None else "the newest monitoring window says it is not due")
+    log.info("train: retrain=auto: %s; keeping champion v%s (nothing trained)", why, champion.version)
+    mlflow.set_tags({f"{TAG_PREFIX}skipped": f"retrain=auto: {why}"})
+    return {"model_name": name, "model_version": str(champion.version),
+            "model_uri": f"models:/{name}/{champion.version}", "alias": CHAMPION, "skipped": True,
+            "skip_reason": why, "reused": True}
 
 
 def _reuse(registry: Registry, name: str, existing) -> dict:
@@ -458,6 +501,12 @@ def _log_holdout(holdout: pd.DataFrame, spec: FeatureSpec) -> str:
     return f"runs:/{mlflow.active_run().info.run_id}/{HOLDOUT_ARTIFACT}"
 
 
+def _log_reference(drift: drift_reference.DriftReference) -> str:
+    """Store the drift reference with the run; returns its ``runs:/`` URI."""
+    tracking.log_dict(drift.to_dict(), drift_reference.REFERENCE_ARTIFACT)
+    return f"runs:/{mlflow.active_run().info.run_id}/{drift_reference.REFERENCE_ARTIFACT}"
+
+
 def _description(info: dict, holdout: dict, oracle: dict | None) -> str:
     line = (f"Trained by cmle train (run {info['training_run_id']}) from {info['export_url']}: "
             f"{info['family']} {json.dumps(info['params'], sort_keys=True)}, calibration {info['calibration']}, "
@@ -486,7 +535,9 @@ STAGE = Stage(
               choices=fit.CALIBRATIONS),
         Param("max_tune_rows", int, 15_000, "training rows each trial fits on (a stratified sample; 0 = all); "
               "the chosen model is refitted on every training row", min=0),
-        Param("retrain", bool, False, "train even when a version from the same export and parameters exists"),
+        Param("retrain", str, "false", "false: reuse a version trained from the same data and parameters; true: "
+              "train anyway; auto: train only when monitoring says retraining is due or there is no champion",
+              choices=("false", "true", "auto")),
         SPEC_PARAM,
     ),
     help="Tune (hyperopt, nested runs), fit, calibrate and evaluate the propensity model on the newest "
