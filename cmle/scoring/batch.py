@@ -172,8 +172,31 @@ def model_input(batch: pa.RecordBatch, inputs: dict[str, str], label: str) -> tu
     return batch.column(ID_COLUMN), _as_signature(batch, inputs, label).to_pandas()
 
 
-def predict_frame(model, ids: pa.Array, frame: pd.DataFrame, ref: ModelRef, score_date: pa.Scalar) -> pa.Table:
-    """Score rows for the profiles ``ids`` from the model's input ``frame``."""
+@dataclass
+class FactorJob:
+    """What ``score`` asks of the explainer: ``k`` factors per row, the global view, the time spent."""
+
+    explainer: object  # cmle.explain.factors.Explainer
+    k: int
+    view: object  # cmle.explain.factors.GlobalView
+    seconds: float = 0.0
+
+    def factors(self, frame: pd.DataFrame) -> pa.Array:
+        import time
+
+        started = time.perf_counter()
+        prepared = self.explainer.spec.prepare(frame)
+        contributions = self.explainer.contributions(prepared)
+        out = self.explainer.factors(prepared, self.k, contributions)
+        self.view.add(contributions, prepared, self.explainer.spec)
+        self.seconds += time.perf_counter() - started
+        return out
+
+
+def predict_frame(model, ids: pa.Array, frame: pd.DataFrame, ref: ModelRef, score_date: pa.Scalar,
+                  explain: FactorJob | None = None) -> pa.Table:
+    """Score rows for the profiles ``ids`` from the model's input ``frame`` (with their
+    influential factors when ``explain`` is given)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -185,14 +208,15 @@ def predict_frame(model, ids: pa.Array, frame: pd.DataFrame, ref: ModelRef, scor
     if not hasattr(outputs, "columns"):
         raise RegistryError(f"{ref.uri} returned {type(outputs).__name__}, not a DataFrame of "
                             "propensity, score, percentile, decile, bucket")
-    return score_table(outputs, ids, ref.name, ref.version, score_date)
+    factors = explain.factors(frame) if explain is not None else None
+    return score_table(outputs, ids, ref.name, ref.version, score_date, factors=factors)
 
 
 def predict_batch(model, batch: pa.RecordBatch, inputs: dict[str, str], ref: ModelRef,
-                  score_date: pa.Scalar) -> pa.Table:
+                  score_date: pa.Scalar, explain: FactorJob | None = None) -> pa.Table:
     """Score rows for one record batch: :func:`model_input` then :func:`predict_frame`."""
     ids, frame = model_input(batch, inputs, ref.uri)
-    return predict_frame(model, ids, frame, ref, score_date)
+    return predict_frame(model, ids, frame, ref, score_date, explain)
 
 
 def prefetched(items: Iterator[T], depth: int = 1) -> Iterator[T]:
@@ -358,24 +382,26 @@ def _progress(total: int):
 
 def score_export(model, ref: ModelRef, source: storage.ExportFolder, root: str, path: str, folder: str,
                  batch_rows: int = DEFAULT_BATCH_ROWS, compression: str = "snappy",
-                 rows_per_file: int = ROWS_PER_FILE, when: dt.datetime | None = None) -> ScoreRun:
+                 rows_per_file: int = ROWS_PER_FILE, when: dt.datetime | None = None,
+                 explain: FactorJob | None = None) -> ScoreRun:
     """Score every row of the export ``source`` with ``model`` (the version ``ref``) into a new
-    score run under ``{root}/{path}/{folder}``; see the module docstring for the guarantees."""
+    score run under ``{root}/{path}/{folder}`` (each row with its top ``explain.k`` factors
+    when ``explain`` is given); see the module docstring for the guarantees."""
     inputs = check_columns(export_schema(source.url), model, ref.uri)
     columns = [ID_COLUMN, *inputs]
     total = storage.count_rows(source.url)
-    meta = run_metadata(ref, source)
+    meta = run_metadata(ref, source, explain.k if explain is not None else 0)
     summary = ScoreSummary()
     # closing(): an error stops the prefetching thread and closes the file at once.
     with contextlib.closing(prefetched(model_input(b, inputs, ref.uri) for b in storage.iter_export_batches(
             source.url, batch_rows=batch_rows, columns=columns))) as batches:
-        first_scores = predict_frame(model, *next(batches), ref, _score_date(None))  # fails before any write
+        first_scores = predict_frame(model, *next(batches), ref, _score_date(None), explain)  # fails before any write
         with storage.atomic_export_folder(root, path, folder, when=when) as (target, export_time):
             # Every row of a run carries the run's time: the exportTime of its folder.
             score_date = _score_date(export_time)
             first_scores = first_scores.set_column(first_scores.schema.get_field_index("score_date"), "score_date",
                                                    pa.repeat(score_date, first_scores.num_rows))
-            rest = (predict_frame(model, ids, frame, ref, score_date) for ids, frame in batches)
+            rest = (predict_frame(model, ids, frame, ref, score_date, explain) for ids, frame in batches)
             writer = _PartWriter(target, SCORE_SCHEMA.with_metadata(meta), rows_per_file, compression)
 
             def write(scores: pa.Table) -> None:
@@ -403,7 +429,8 @@ def score_export(model, ref: ModelRef, source: storage.ExportFolder, root: str, 
     return ScoreRun(url=url, export_time=export_time, rows=summary.rows, model_name=ref.name,
                     model_version=ref.version, source_dataset=meta[META_SOURCE_DATASET],
                     source_export_time=source.export_time, files=tuple(storage.part_files(url)),
-                    summary=summary, source_fingerprint=meta[META_SOURCE_FINGERPRINT])
+                    summary=summary, source_fingerprint=meta[META_SOURCE_FINGERPRINT], snapshot=meta[META_SNAPSHOT],
+                    factors=int(meta[META_FACTORS]))
 
 
 # --- existing runs ----------------------------------------------------------------------
@@ -435,10 +462,13 @@ def find_score_run(root: str, path: str, folder: str, export_time: str = "",
     return read_run(runs[-1].url, runs[-1].export_time, summarize=summarize)
 
 
-def same_run(run: ScoreRun, ref: ModelRef, source: storage.ExportFolder) -> bool:
+def same_run(run: ScoreRun, ref: ModelRef, source: storage.ExportFolder, factors: int = 0) -> bool:
     """True when ``run`` scored the content of the export ``source`` with exactly the version
-    ``ref``: the same export, or a later export of unchanged data (same fingerprint)."""
+    ``ref`` and ``factors`` factors per row: the same export, or a later export of unchanged
+    data (same fingerprint)."""
     if (run.model_name, run.model_version, run.source_dataset) != (ref.name, ref.version, dataset_of(source.url)):
+        return False
+    if run.factors != factors:
         return False
     if run.source_export_time == source.export_time:
         return True

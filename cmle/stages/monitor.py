@@ -58,15 +58,6 @@ def _utc(text: str) -> dt.datetime | None:
 
 
 # --- drift -------------------------------------------------------------------------------
-def _descriptions(run_id: str) -> dict[str, str]:
-    """Feature name -> readable description, from the training run's feature manifest."""
-    try:
-        manifest = mlflow.artifacts.load_dict(f"runs:/{run_id}/features/feature_manifest.json")
-    except Exception:  # noqa: BLE001 - a model typed from the data has no manifest
-        return {}
-    return {f["name"]: f.get("description", "") for f in manifest.get("features", [])}
-
-
 def scoring_export_url(ctx: Context, run: batch.ScoreRun) -> str:
     """The export folder of the scoring set a score run read."""
     folder = storage.dataset_folder(export_root(ctx), ctx.settings.cloud.export_path, run.source_dataset)
@@ -253,7 +244,7 @@ def monitor(ctx: Context, export_time: str = "", timeout_s: float = 600.0, spec:
         out["drift_note"] = note
     else:
         ref = drift_reference.DriftReference.from_dict(mlflow.artifacts.load_dict(ref_uri))
-        drift, notes = measure_drift(ctx, run, ref, _descriptions(mv.run_id))
+        drift, notes = measure_drift(ctx, run, ref, tracking.feature_descriptions(mv.run_id))
         for note in notes:
             log.warning("monitor: %s", note)
         tracking.log_table(drift, "monitor/drift.csv")

@@ -205,7 +205,7 @@ def train(ctx: Context, max_evals: int = 16, families: str = space.DEFAULT_FAMIL
     manifest = feature_manifest(ctx, source, model_spec) if trained_on == "pit" else None
     mlflow.set_tags({f"{TAG_PREFIX}spec": model_spec.name, f"{TAG_PREFIX}goal": model_spec.goal.phrase()[:250]})
     if manifest is not None:
-        tracking.log_dict(manifest, "features/feature_manifest.json")
+        tracking.log_dict(manifest, tracking.FEATURE_MANIFEST_ARTIFACT)
     if retrain != "true":
         existing = registry.find_by_tag(name, FINGERPRINT_TAG, fp)
         if existing is not None:
