@@ -184,7 +184,7 @@ def _check_first_rows(model, ref: ModelRef, source_url: str, inputs: dict[str, s
 def score_export(ref: ModelRef, source: storage.ExportFolder, root: str, path: str, folder: str,
                  compression: str = "snappy", rows_per_file: int = batch.ROWS_PER_FILE,
                  when: dt.datetime | None = None, spark: "SparkSession | None" = None, model=None,
-                 explain: batch.FactorJob | None = None) -> batch.ScoreRun:
+                 explain: batch.FactorJob | None = None, factors_asked: int | None = None) -> batch.ScoreRun:
     """Score every row of the export ``source`` with the version ``ref`` on Spark into a new
     score run under ``{root}/{path}/{folder}``: the same files, rows and guarantees as
     :func:`cmle.scoring.batch.score_export` (factors included: each task explains its rows)."""
@@ -197,7 +197,7 @@ def score_export(ref: ModelRef, source: storage.ExportFolder, root: str, path: s
     _check_first_rows(model, ref, source.url, inputs)
     total = storage.count_rows(source.url)
     frame = score_frame(spark, model, ref, source.url, inputs, keep_inputs=explain is not None)
-    meta = batch.run_metadata(ref, source, explain.k if explain is not None else 0)
+    meta = batch.run_metadata(ref, source, explain.k if explain is not None else 0, factors_asked)
     with storage.atomic_export_folder(root, path, folder, when=when) as (target, export_time):
         # Every row of a run carries the run's time: the exportTime of its folder.
         score_date = dt.datetime.strptime(export_time, storage.EXPORT_TIME_FORMAT).replace(tzinfo=dt.timezone.utc)
@@ -228,4 +228,5 @@ def score_export(ref: ModelRef, source: storage.ExportFolder, root: str, path: s
                           model_version=ref.version, source_dataset=meta[batch.META_SOURCE_DATASET],
                           source_export_time=source.export_time, files=tuple(storage.part_files(url)),
                           summary=summary, source_fingerprint=meta[batch.META_SOURCE_FINGERPRINT],
-                          snapshot=meta[batch.META_SNAPSHOT], factors=int(meta[batch.META_FACTORS]))
+                          snapshot=meta[batch.META_SNAPSHOT], factors=int(meta[batch.META_FACTORS]),
+                          factors_asked=int(meta[batch.META_FACTORS_ASKED]))

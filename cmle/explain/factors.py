@@ -285,6 +285,15 @@ class GlobalView:
         return fig
 
 
+def is_explainable(model) -> bool:
+    """Whether a loaded pyfunc is a cmle propensity model (a fitted pipeline and its feature spec)."""
+    try:
+        python_model = model.unwrap_python_model()
+    except Exception:  # noqa: BLE001 - not a PythonModel-based pyfunc
+        return False
+    return getattr(python_model, "estimator", None) is not None and getattr(python_model, "spec", None) is not None
+
+
 def for_version(model, ref, method: str = "fast") -> Explainer:
     """The explainer of a loaded pyfunc ``model`` of the registered version ``ref``
     (:class:`cmle.scoring.model_ref.ModelRef`): feature descriptions from the training run's

@@ -57,6 +57,7 @@ META_SOURCE_EXPORT_TIME = "cmle.source_export_time"
 META_SOURCE_FINGERPRINT = "cmle.source_fingerprint"
 META_SNAPSHOT = "cmle.snapshot_ts"  # the scoring set's snapshot T (ISO 8601): where an outcome window starts
 META_FACTORS = "cmle.factors"  # how many influential factors each row carries (0: none)
+META_FACTORS_ASKED = "cmle.factors_asked"  # how many were asked for (a model that cannot be explained gets none)
 
 # Signature types and the Arrow types a column may have for them.
 _KINDS = {
@@ -82,6 +83,7 @@ class ScoreRun:
     source_fingerprint: str = ""  # export_fingerprint() of the scoring export ("" if unknown)
     snapshot: str = ""  # the scoring set's snapshot T, ISO 8601 ("" if unknown: runs written before it was kept)
     factors: int = 0  # influential factors per row
+    factors_asked: int = 0  # what the run was asked for
 
 
 # --- the model's inputs -----------------------------------------------------------------
@@ -357,13 +359,13 @@ def export_snapshot(url: str) -> str:
     return str(value)
 
 
-def run_metadata(ref: ModelRef, source: storage.ExportFolder, factors: int = 0) -> dict[str, str]:
+def run_metadata(ref: ModelRef, source: storage.ExportFolder, factors: int = 0, asked: int | None = None) -> dict[str, str]:
     """What every score file of a run records of where it came from (the Parquet metadata
     :func:`read_run` and :func:`same_run` read back), whatever engine scored it."""
     return {META_MODEL_NAME: ref.name, META_MODEL_VERSION: ref.version,
             META_SOURCE_DATASET: dataset_of(source.url), META_SOURCE_EXPORT_TIME: source.export_time,
             META_SOURCE_FINGERPRINT: export_fingerprint(source.url), META_SNAPSHOT: export_snapshot(source.url),
-            META_FACTORS: str(int(factors))}
+            META_FACTORS: str(int(factors)), META_FACTORS_ASKED: str(int(factors if asked is None else asked))}
 
 
 def _score_date(export_time: str | None) -> pa.Scalar:
@@ -383,14 +385,14 @@ def _progress(total: int):
 def score_export(model, ref: ModelRef, source: storage.ExportFolder, root: str, path: str, folder: str,
                  batch_rows: int = DEFAULT_BATCH_ROWS, compression: str = "snappy",
                  rows_per_file: int = ROWS_PER_FILE, when: dt.datetime | None = None,
-                 explain: FactorJob | None = None) -> ScoreRun:
+                 explain: FactorJob | None = None, factors_asked: int | None = None) -> ScoreRun:
     """Score every row of the export ``source`` with ``model`` (the version ``ref``) into a new
     score run under ``{root}/{path}/{folder}`` (each row with its top ``explain.k`` factors
     when ``explain`` is given); see the module docstring for the guarantees."""
     inputs = check_columns(export_schema(source.url), model, ref.uri)
     columns = [ID_COLUMN, *inputs]
     total = storage.count_rows(source.url)
-    meta = run_metadata(ref, source, explain.k if explain is not None else 0)
+    meta = run_metadata(ref, source, explain.k if explain is not None else 0, factors_asked)
     summary = ScoreSummary()
     # closing(): an error stops the prefetching thread and closes the file at once.
     with contextlib.closing(prefetched(model_input(b, inputs, ref.uri) for b in storage.iter_export_batches(
@@ -430,7 +432,7 @@ def score_export(model, ref: ModelRef, source: storage.ExportFolder, root: str, 
                     model_version=ref.version, source_dataset=meta[META_SOURCE_DATASET],
                     source_export_time=source.export_time, files=tuple(storage.part_files(url)),
                     summary=summary, source_fingerprint=meta[META_SOURCE_FINGERPRINT], snapshot=meta[META_SNAPSHOT],
-                    factors=int(meta[META_FACTORS]))
+                    factors=int(meta[META_FACTORS]), factors_asked=int(meta[META_FACTORS_ASKED]))
 
 
 # --- existing runs ----------------------------------------------------------------------
@@ -448,7 +450,8 @@ def read_run(url: str, export_time: str, summarize: bool = True) -> ScoreRun:
                     source_export_time=meta.get(META_SOURCE_EXPORT_TIME, ""),
                     files=tuple(storage.part_files(url)), summary=summary, reused=True,
                     source_fingerprint=meta.get(META_SOURCE_FINGERPRINT, ""), snapshot=meta.get(META_SNAPSHOT, ""),
-                    factors=int(meta.get(META_FACTORS, "0") or 0))
+                    factors=int(meta.get(META_FACTORS, "0") or 0),
+                    factors_asked=int(meta.get(META_FACTORS_ASKED, meta.get(META_FACTORS, "0")) or 0))
 
 
 def find_score_run(root: str, path: str, folder: str, export_time: str = "",
@@ -468,7 +471,7 @@ def same_run(run: ScoreRun, ref: ModelRef, source: storage.ExportFolder, factors
     data (same fingerprint)."""
     if (run.model_name, run.model_version, run.source_dataset) != (ref.name, ref.version, dataset_of(source.url)):
         return False
-    if run.factors != factors:
+    if run.factors_asked != factors:
         return False
     if run.source_export_time == source.export_time:
         return True

@@ -12,6 +12,7 @@ is set. With ``[Platform] engine = spark`` the rows are scored with
 
 from __future__ import annotations
 
+import logging
 import time
 
 import mlflow
@@ -24,13 +25,20 @@ from cmle.scoring import batch, model_ref
 from cmle.scoring.summary import histogram_figure
 from cmle.stages import SPEC_PARAM, Param, Stage
 
+log = logging.getLogger(__name__)
+
 
 def factor_job(loaded, ref: model_ref.ModelRef, k: int, method: str, rows: int) -> batch.FactorJob | None:
     """The explainer ``score`` runs next to the model (None when ``k`` is 0)."""
     if k <= 0:
         return None
-    from cmle.explain.factors import SAMPLE_ROWS, GlobalView, for_version
+    from cmle.explain.factors import SAMPLE_ROWS, GlobalView, for_version, is_explainable
 
+    if not is_explainable(loaded):
+        log.warning("score: %s is not a cmle propensity model (no fitted pipeline to explain): scoring without "
+                    "influential factors", ref.uri)
+        mlflow.set_tag("cmle.factors", "none: the model is not a cmle propensity model")
+        return None
     explainer = for_version(loaded, ref, method)
     explainer.check()  # a model it cannot explain fails here, before anything is scored
     view = GlobalView(features=tuple(explainer.spec.columns), sample_rate=min(1.0, 2 * SAMPLE_ROWS / max(rows, 1)))
@@ -56,10 +64,10 @@ def score(ctx: Context, model: str = "champion", batch_rows: int = batch.DEFAULT
         from cmle.engines import spark_scoring
 
         run = spark_scoring.score_export(ref, source, root, path, folder, compression=settings.cloud.compression_type,
-                                         model=loaded, explain=job)
+                                         model=loaded, explain=job, factors_asked=factors)
     elif run is None:
         run = batch.score_export(loaded, ref, source, root, path, folder, batch_rows=batch_rows,
-                                 compression=settings.cloud.compression_type, explain=job)
+                                 compression=settings.cloud.compression_type, explain=job, factors_asked=factors)
     seconds = time.perf_counter() - started
     _log_summary(run, ref)
     if job is not None:
