@@ -117,9 +117,9 @@ def test_a_rule_can_ask_for_a_factor_among_the_top_factors():
     import duckdb
 
     con = duckdb.connect()
-    con.register("s", scores.assign(factors=[[{"feature": f["feature"], "contribution": 1.0} for f in fs]
+    con.register("s", scores.assign(i=range(len(scores)), factors=[[{"feature": f["feature"], "contribution": 1.0} for f in fs]
                                              if fs else None for fs in scores["factors"]]))
-    got = con.sql(f"SELECT rowid FROM s WHERE {to_sql(hi.pql('cmle'), 'cmle')} ORDER BY rowid").fetchall()
+    got = con.sql(f"SELECT i FROM s WHERE {to_sql(hi.pql('cmle'), 'cmle')} ORDER BY i").fetchall()
     assert [r[0] for r in got] == [0, 1]
 
 
