@@ -71,6 +71,8 @@ def audience(ctx: Context, rules: str = DEFAULT_RULES, destination: str = DEFAUL
     if scored.empty:
         raise NotFoundError("no profile holds a propensity score yet; run `score` and `ingest` first")
 
+    if uses_factors(parsed):
+        _warn_unknown_factors(parsed, scored)
     # the description says what the score predicts (the spec's goal)
     audiences = [platform.get_or_create_audience(naming.audience(r.name, ctx.owner), r.pql(platform.tenant_id),
                                                  f"{r.describe()} (goal: {goal})") for r in parsed]
@@ -114,6 +116,17 @@ def audience(ctx: Context, rules: str = DEFAULT_RULES, destination: str = DEFAUL
         "activations": [{"audience_id": act.audience_id, "status": act.status, "members": act.members,
                          "location": act.location} for act in activations],
     }
+
+
+def _warn_unknown_factors(rules, scored: pd.DataFrame) -> None:
+    """Say so when a rule names a feature that is no profile's factor (a typo selects nobody)."""
+    seen = {f.get("feature") for fs in scored.get("factors", pd.Series(dtype=object)).dropna() for f in fs
+            if isinstance(f, dict)}
+    for r in rules:
+        missing = [f for f in getattr(r, "features", ()) if f not in seen]
+        if missing:
+            log.warning("audience: rule %s: %s is among no profile's top factors (the factors name: %s)", r.name,
+                        ", ".join(missing), ", ".join(sorted(x for x in seen if x)[:15]) or "none")
 
 
 STAGE = Stage(

@@ -104,6 +104,9 @@ def run(ctx: Context, profiles: int = 100_000, weeks: int = 10, end_date: str = 
             raise ParameterError(f"seed = {seed} must be at least 0")
     except ParameterError as exc:
         raise ParameterError(f"synthetic: parameter {exc}") from None
+    from cmle.synthetic.extend import check as check_extension
+
+    check_extension(legacy, weeks, extend_weeks, shift_events, shift_conversion)
     platform = ctx.platform
     tenant = platform.tenant_id
     events_ds, profiles_ds = datasets(platform, ctx.owner)
@@ -165,7 +168,7 @@ def _extend(platform: Platform, events_id: str, data, key: str, weeks: int, shif
             shift_conversion: float):
     """Ingest the extension of ``data`` (``weeks`` > 0), or keep the one the dataset holds
     (``weeks`` = 0); returns it (None without one) and its outputs."""
-    from cmle.synthetic.extend import check, extend
+    from cmle.synthetic.extend import extend
 
     if weeks == 0:
         held = current_extension(platform, events_id, key)
@@ -174,7 +177,6 @@ def _extend(platform: Platform, events_id: str, data, key: str, weeks: int, shif
         weeks, shift_events, shift_conversion = parse_extension_key(held)
         log.info("synthetic: keeping the extension the events dataset holds (%d weeks, shift_events %g, "
                  "shift_conversion %g)", weeks, shift_events, shift_conversion)
-    check(data, weeks, shift_events, shift_conversion)
     ext = extend(data, weeks, shift_events, shift_conversion)
     result = ingest_tables(platform, events_id, ext.iter_event_tables(FILE_ROWS),
                            key=extension_key(key, weeks, shift_events, shift_conversion), replace=True,

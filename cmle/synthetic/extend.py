@@ -45,12 +45,13 @@ def scaled_model(model: SimulationModel, factor: float) -> SimulationModel:
     return dataclasses.replace(model, events=events)
 
 
-def check(base: SyntheticData, weeks: int, shift_events: float, shift_conversion: float) -> None:
-    if base.legacy:
+def check(legacy: bool, base_weeks: int, weeks: int, shift_events: float, shift_conversion: float) -> None:
+    """ParameterError for an extension these parameters cannot make (checked before anything is generated)."""
+    if legacy and weeks:
         raise ParameterError("synthetic: extend_weeks needs the default model; the notebooks' legacy generator "
                              "has no continuation (its children lists are overwritten)")
-    if weeks < 0 or weeks + base.weeks > MAX_WEEKS:
-        raise ParameterError(f"synthetic: extend_weeks = {weeks} must be between 0 and {MAX_WEEKS - base.weeks}")
+    if weeks < 0 or weeks + base_weeks > MAX_WEEKS:
+        raise ParameterError(f"synthetic: extend_weeks = {weeks} must be between 0 and {MAX_WEEKS - base_weeks}")
     if not 0.0 <= shift_events <= 10.0:
         raise ParameterError(f"synthetic: shift_events = {shift_events} must be between 0 and 10 (1 = unchanged)")
     if not -1.0 <= shift_conversion <= 1.0:
@@ -141,7 +142,7 @@ def extend(base: SyntheticData, weeks: int, shift_events: float = 1.0, shift_con
     The result holds the extension's events only (its window is ``[base end, base end +
     weeks)``); its ``converted``/``churned`` are the users' states at its end.
     """
-    check(base, weeks, shift_events, shift_conversion)
+    check(base.legacy, base.weeks, weeks, shift_events, shift_conversion)
     model = scaled_model(base.model, shift_events)
     state = _state(base)
     if shift_conversion:
