@@ -43,20 +43,24 @@ def _settings(folder: Path):
 def base(tmp_path_factory):
     """One scored population (main up to ingest), copied by each test that moves time forward."""
     folder = tmp_path_factory.mktemp("monitor-base")
-    old = os.getcwd()
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        _clean_env(mp)
+        mp.chdir(folder)
         out = run_stage("main", _settings(folder), BASE)
-    finally:
-        os.chdir(old)
     return folder, out
+
+
+def _clean_env(mp) -> None:
+    """No CMLE_* or MLflow location variable of another test (MLflow's set_tracking_uri sets one)."""
+    for key in list(os.environ):
+        if key.startswith(("CMLE_", "MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT", "MLFLOW_REGISTRY_URI")):
+            mp.delenv(key, raising=False)
 
 
 def _copy(base_folder: Path, tmp_path: Path, monkeypatch) -> Path:
     target = tmp_path / "project"
     shutil.copytree(base_folder, target)
-    for key in list(os.environ):
-        if key.startswith(("CMLE_", "MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT")):
-            monkeypatch.delenv(key, raising=False)
+    _clean_env(monkeypatch)
     monkeypatch.chdir(target)
     return target
 
