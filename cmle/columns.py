@@ -10,6 +10,8 @@ META_COLUMNS = (ID_COLUMN, LABEL_COLUMN, SNAPSHOT_COLUMN)
 OUTPUT_COLUMNS = ("propensity", "score", "percentile", "decile", "bucket")
 # What a score row carries besides the model outputs.
 SCORE_META_COLUMNS = ("model_name", "model_version", "score_date")
+# The influential factors of a score row (cmle.explain): a list of {feature, name, value, contribution}.
+FACTORS_COLUMN = "factors"
 
 CONVERSION_EVENT = "web.formFilledOut"
 

@@ -145,12 +145,29 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class MonitorSettings:
+    """Section ``[Monitor]``: drift thresholds and the retraining rule (docs/monitoring.md)."""
+
+    psi_warn: float = _meta(default=0.1, kind=float, help="PSI from which a feature or the score is a warning")
+    psi_alert: float = _meta(default=0.25, kind=float, help="PSI from which a feature or the score is an alert")
+    retrain_metric: str = _meta(default="psi_score",
+                                choices=("psi_score", "psi_max_feature", "realised_auc", "realised_ece"),
+                                help="the metric of the retraining rule")
+    retrain_threshold: float = _meta(default=0.25, kind=float,
+                                     help="breach above it (psi_*, realised_ece) or below it (realised_auc)")
+    retrain_windows: int = _meta(default=3, kind=int, help="M: the last M monitoring windows are considered")
+    retrain_violations: int = _meta(default=2, kind=int,
+                                    help="N: retraining is due when at least N of them breach, the latest included")
+
+
+@dataclass(frozen=True)
 class Settings:
     platform: PlatformSettings = field(default_factory=PlatformSettings)
     authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
     cloud: CloudSettings = field(default_factory=CloudSettings)
     mlflow: MLflowSettings = field(default_factory=MLflowSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
     source: str = ""  # the file the settings came from, for messages
 
     @property
@@ -185,6 +202,7 @@ SECTIONS: dict[str, type] = {
     "Cloud": CloudSettings,
     "MLflow": MLflowSettings,
     "Model": ModelSettings,
+    "Monitor": MonitorSettings,
 }
 
 
@@ -212,6 +230,14 @@ def _convert(section: str, key: str, raw: str, f) -> Any:
     value: Any = raw.strip()
     if f.metadata.get("secret"):
         return Secret(value)
+    if kind is int:
+        try:
+            value = int(value)
+        except ValueError:
+            raise ConfigError(f"[{section}] {key} = {raw!r} is not a whole number") from None
+        if value < 1:
+            raise ConfigError(f"[{section}] {key} = {raw!r} must be at least 1")
+        return value
     if kind is float:
         try:
             value = float(value)
@@ -326,6 +352,12 @@ def _validate(s: Settings) -> None:
     from cmle.databricks.unity_catalog import check_settings
 
     check_settings(s)  # Unity Catalog needs three-level model names
+    m = s.monitor
+    if m.psi_warn >= m.psi_alert:
+        raise ConfigError(f"[Monitor] psi_warn = {m.psi_warn} must be below psi_alert = {m.psi_alert}")
+    if m.retrain_violations > m.retrain_windows:
+        raise ConfigError(f"[Monitor] retrain_violations = {m.retrain_violations} (N) cannot exceed "
+                          f"retrain_windows = {m.retrain_windows} (M): N of the last M windows must breach")
     if s.platform.backend == "aep":
         missing = [(sec, key) for sec, key, val in (
             ("Platform", "ims_org_id", s.platform.ims_org_id),

@@ -21,7 +21,7 @@ import io
 import logging
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -123,8 +123,12 @@ def split_table(table: pa.Table, max_rows: int) -> list[pa.Table]:
 
 
 def ingest_tables(platform: Platform, dataset_id: str, tables: Iterable[pa.Table], key: str,
-                  replace: bool = False, timeout_s: float = 1800.0, file_prefix: str = "part") -> IngestResult:
-    """Ingest ``tables`` (each one file) as ONE batch tagged ``key``; idempotent by key."""
+                  replace: bool = False, timeout_s: float = 1800.0, file_prefix: str = "part",
+                  keeps: Callable[[str], bool] | None = None) -> IngestResult:
+    """Ingest ``tables`` (each one file) as ONE batch tagged ``key``; idempotent by key.
+
+    With ``replace``, the dataset's other successful batches are reverted afterwards, except
+    those whose key ``keeps`` accepts (e.g. the extension of the synthetic data it belongs to)."""
     abort_abandoned(platform, dataset_id, key)
     existing = find_batch(platform, dataset_id, key)
     if existing is not None:
@@ -134,7 +138,7 @@ def ingest_tables(platform: Platform, dataset_id: str, tables: Iterable[pa.Table
         b = wait_for_batch(platform, existing.id, timeout_s) if not existing.terminal else existing
         log.info("dataset %s already holds batch %s for %s: not ingesting again", dataset_id, b.id, key)
         if replace:
-            _revert_others(platform, dataset_id, keep=b.id)
+            _revert_others(platform, dataset_id, keep=b.id, keeps=keeps)
         return IngestResult(batch=b, reused=True)
     files = iter(tables)
     first = next(files, None)  # read and converted before a batch exists: bad input creates none
@@ -154,7 +158,7 @@ def ingest_tables(platform: Platform, dataset_id: str, tables: Iterable[pa.Table
     b = wait_for_batch(platform, batch_id, timeout_s)
     log.info("batch %s: %d records ingested into dataset %s", b.id, b.records, dataset_id)
     if replace:
-        _revert_others(platform, dataset_id, keep=b.id)
+        _revert_others(platform, dataset_id, keep=b.id, keeps=keeps)
     return IngestResult(batch=b, reused=False)
 
 
@@ -190,8 +194,11 @@ def last_change(platform: Platform, dataset_id: str) -> float:
     return max((b.created for b in platform.list_batches(dataset_id) if b.status == BATCH_SUCCESS), default=0.0)
 
 
-def _revert_others(platform: Platform, dataset_id: str, keep: str) -> None:
+def _revert_others(platform: Platform, dataset_id: str, keep: str,
+                   keeps: Callable[[str], bool] | None = None) -> None:
     for other in platform.list_batches(dataset_id):
+        if keeps is not None and keeps(other.tags.get(KEY_TAG, "")):
+            continue
         if other.id != keep and other.status == BATCH_SUCCESS:
             log.info("reverting batch %s of dataset %s (replaced by %s)", other.id, dataset_id, keep)
             platform.delete_batch(other.id)

@@ -191,3 +191,18 @@ def mark_cached(key: str) -> None:
     """Tag the active run with the cache key of what it produced."""
     if mlflow.active_run() is not None:
         mlflow.set_tag(CACHE_TAG, key)
+
+
+FEATURE_MANIFEST_ARTIFACT = "features/feature_manifest.json"
+
+
+def feature_descriptions(run_id: str) -> dict[str, str]:
+    """Feature name -> readable description, from a training run's feature manifest (empty
+    when the run has none: a model typed from the data, or no run id)."""
+    if not run_id:
+        return {}
+    try:
+        manifest = mlflow.artifacts.load_dict(f"runs:/{run_id}/{FEATURE_MANIFEST_ARTIFACT}")
+    except Exception:  # noqa: BLE001 - absent manifest: the feature names are used as they are
+        return {}
+    return {f["name"]: f.get("description", "") for f in manifest.get("features", [])}

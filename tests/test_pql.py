@@ -27,3 +27,18 @@ def test_translation(pql, sql):
 def test_refuses_what_it_cannot_evaluate(pql, match):
     with pytest.raises(PlatformError, match=match):
         to_sql(pql, "cmle")
+
+
+def test_exists_over_an_array_of_objects_becomes_a_list_filter():
+    from cmle.pql import to_sql
+
+    sql = to_sql('_cmle.score >= 75 and (exists F from _cmle.factors where F.feature = "a" or F.feature = "b")',
+                 "cmle")
+    assert sql == ('"score" >= 75 AND ( len(list_filter("factors", lambda F: F."feature" = \'a\' OR '
+                   'F."feature" = \'b\')) > 0 )')
+    assert to_sql('exists X from _cmle.factors: X.contribution > 0.5', "cmle") == \
+        'len(list_filter("factors", lambda X: X."contribution" > 0.5)) > 0'
+    for bad in ('exists F in _cmle.factors where F.feature = "a"', 'exists F from other.factors where F.x = 1',
+                'exists F from _cmle.factors where G.feature = "a"'):
+        with pytest.raises(PlatformError):
+            to_sql(bad, "cmle")

@@ -11,6 +11,12 @@ top         ``NAME:top:PERCENT``                ``_cmle.percentile >= 91`` for `
 bucket      ``NAME:bucket:B[,B...]``            ``_cmle.bucket = "high"`` (``or`` for several)
 ==========  ==================================  ==============================================
 
+Any rule can also ask for influential factors (``score``'s ``factors``): ``:factor=F[,F...]``
+at its end keeps the profiles with one of the features ``F`` among their top factors, e.g.
+``engaged_high:bucket:high:factor=count_directMarketing_emailOpened`` renders as
+``(_cmle.bucket = "high") and (exists F from _cmle.factors where F.feature =
+"count_directMarketing_emailOpened")`` (PQL's logical quantifier over the factors array).
+
 Rules are separated by ``;`` or new lines; names are letters, digits, ``_`` and ``-``. The
 default set mirrors the CMLE notebooks' 0.2–0.93 band plus Customer AI's usual cuts.
 """
@@ -30,7 +36,10 @@ from cmle.scoring.schema import BUCKETS
 DEFAULT_RULES = "moderate_to_high:band:0.2:0.93;top10:top:10;high_bucket:bucket:high"
 SYNTAX = ("NAME:band:LOWER:UPPER (propensity between the bounds, 0-1, either may be empty) | "
           "NAME:top:PERCENT (top PERCENT % by percentile, 1-100) | "
-          "NAME:bucket:low|medium|high[,...]; rules separated by ';'")
+          "NAME:bucket:low|medium|high[,...]; any of them may end with :factor=FEATURE[,FEATURE...] (one of "
+          "these features among the profile's top factors); rules separated by ';'")
+FACTOR_PREFIX = "factor="
+_FEATURE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
@@ -125,7 +134,50 @@ class BucketRule:
         return f"Profiles in the {' or '.join(self.buckets)} score bucket" + ("s" if len(self.buckets) > 1 else "")
 
 
-Rule = Union[BandRule, TopPercentRule, BucketRule]
+def has_factor(factors, features: tuple[str, ...]) -> bool:
+    """Whether one of ``features`` is among a profile's ``factors`` (a list of {feature, ...})."""
+    if factors is None or (isinstance(factors, float) and np.isnan(factors)):
+        return False
+    return any((f.get("feature") if isinstance(f, dict) else None) in features for f in factors)
+
+
+@dataclass(frozen=True)
+class FactorRule:
+    """A rule restricted to profiles with one of ``features`` among their top factors."""
+
+    rule: Union[BandRule, TopPercentRule, BucketRule]
+    features: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.rule.name
+
+    @property
+    def kind(self) -> str:
+        return f"{self.rule.kind}+factor"
+
+    def pql(self, tenant_id: str) -> str:
+        names = " or ".join(f'F.feature = "{f}"' for f in self.features)
+        return f"({self.rule.pql(tenant_id)}) and (exists F from _{tenant_id}.factors where {names})"
+
+    def mask(self, scores: pd.DataFrame) -> pd.Series:
+        if "factors" not in scores.columns:
+            return pd.Series(False, index=scores.index)
+        factor = scores["factors"].map(lambda fs: has_factor(fs, self.features)).astype(bool)
+        return self.rule.mask(scores) & factor
+
+    def spec(self) -> str:
+        return f"{self.rule.spec()}:{FACTOR_PREFIX}{','.join(self.features)}"
+
+    def describe(self) -> str:
+        return f"{self.rule.describe()}, with {' or '.join(self.features)} among their top influential factors"
+
+
+Rule = Union[BandRule, TopPercentRule, BucketRule, FactorRule]
+
+
+def uses_factors(rules: Iterable[Rule]) -> bool:
+    return any(isinstance(r, FactorRule) for r in rules)
 
 
 def _bad(text: str, why: str) -> ParameterError:
@@ -146,8 +198,18 @@ def _bound(text: str, raw: str) -> float | None:
 
 
 def parse_rule(text: str) -> Rule:
-    """One rule from its ``NAME:KIND:ARGS`` text; ParameterError saying what is wrong."""
+    """One rule from its ``NAME:KIND:ARGS[:factor=F,...]`` text; ParameterError saying what is wrong."""
     parts = [p.strip() for p in text.strip().split(":")]
+    if len(parts) > 3 and parts[-1].lower().startswith(FACTOR_PREFIX):
+        features = tuple(dict.fromkeys(f.strip() for f in parts[-1][len(FACTOR_PREFIX):].split(",") if f.strip()))
+        bad = [f for f in features if not _FEATURE.match(f)]
+        if not features or bad:
+            raise _bad(text, "factor= takes feature column names (letters, digits, _), comma-separated")
+        return FactorRule(_parse_plain(text, parts[:-1]), features)
+    return _parse_plain(text, parts)
+
+
+def _parse_plain(text: str, parts: list[str]) -> Rule:
     if len(parts) < 3:
         raise _bad(text, "expected NAME:KIND:ARGS")
     name, kind, args = parts[0], parts[1].lower(), parts[2:]

@@ -88,3 +88,22 @@ def create_table_as(ctx: "Context", name: str, query: FeatureQuery,
                 spark.catalog.dropTempView(table)
     log.info("featurize on Spark: %s, %d rows", name, rows.num_rows)
     return ctx.platform.put_table(name, rows)
+
+
+def query(ctx: "Context", sql: str, tables: dict[str, str], views: dict[str, str] | None = None,
+          sources: tuple["Dataset", ...] = ()):
+    """Run ``sql`` (Spark SQL reading the platform ``tables``, by role, and the Parquet
+    ``views``, by name -> URL) on Spark and return its rows as pandas (a small result)."""
+    from types import SimpleNamespace
+
+    from cmle.spark import get_spark, register_tables, run_sql
+
+    spark = get_spark(storage_url=ctx.settings.storage_url)
+    with tempfile.TemporaryDirectory(prefix="cmle-spark-sources-") as tmp:
+        staged = stage_sources(spark, ctx, SimpleNamespace(tables=tables), Path(tmp), sources)
+        try:
+            register_tables(spark, dict(views or {}))
+            return run_sql(spark, sql, staged).toPandas()
+        finally:
+            for table in (*staged, *(views or {})):
+                spark.catalog.dropTempView(table)

@@ -41,7 +41,7 @@ PROPENSITY = ("propensity",)
 _SPARK_TYPES = {"double": "double", "float": "float", "long": "bigint", "integer": "int", "string": "string",
                 "boolean": "boolean", "datetime": "timestamp", "binary": "binary"}
 # What each task reports back to the driver.
-_RESULT_DDL = "rows long, files array<string>, summary binary"
+_RESULT_DDL = "rows long, files array<string>, summary binary, factors binary"
 _FIRST_ROWS = 1_000
 
 
@@ -71,8 +71,9 @@ def input_columns(inputs: dict[str, str]) -> list["Column"]:
 
 
 def score_frame(spark: "SparkSession", model, ref: ModelRef, source_url: str, inputs: dict[str, str],
-                columns: Sequence[str] = OUTPUT_COLUMNS) -> "DataFrame":
-    """``userid`` and the model's ``columns`` for every row of the export at ``source_url`` (lazy)."""
+                columns: Sequence[str] = OUTPUT_COLUMNS, keep_inputs: bool = False) -> "DataFrame":
+    """``userid`` and the model's ``columns`` for every row of the export at ``source_url`` (lazy),
+    followed by the model's input columns when ``keep_inputs`` (to explain the rows)."""
     import mlflow
     from pyspark.sql import functions as F
 
@@ -84,8 +85,9 @@ def score_frame(spark: "SparkSession", model, ref: ModelRef, source_url: str, in
     ident = F.col(ID_COLUMN).cast("string").alias(ID_COLUMN)
     if tuple(columns) == PROPENSITY:
         return rows.select(ident, prediction.alias("propensity"))
-    return rows.select(ident, prediction.alias("_out")).select(ID_COLUMN, *[F.col(f"_out.{c}").alias(c)
-                                                                             for c in columns])
+    extra = input_columns(inputs) if keep_inputs else []
+    return rows.select(ident, prediction.alias("_out"), *extra).select(
+        ID_COLUMN, *[F.col(f"_out.{c}").alias(c) for c in columns], *[F.col(f"`{c}`") for c in inputs if keep_inputs])
 
 
 def merge_summaries(parts: Sequence[ScoreSummary]) -> ScoreSummary:
@@ -104,8 +106,10 @@ def merge_summaries(parts: Sequence[ScoreSummary]) -> ScoreSummary:
 
 def _write_partition(batches: Iterator[pa.RecordBatch], target: str, meta: dict[str, str], compression: str,
                      model_name: str, model_version: str, score_date_us: int,
-                     rows_per_file: int) -> Iterator[pa.RecordBatch]:
-    """(Runs in a Spark task.) Write one partition's score rows into ``target``; yield its summary."""
+                     rows_per_file: int, explain: batch.FactorJob | None = None,
+                     inputs: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
+    """(Runs in a Spark task.) Write one partition's score rows, with their factors when
+    ``explain`` is given, into ``target``; yield its summary (and its factors' global view)."""
     import fsspec
     import pyarrow.parquet as pq
     from pyspark import TaskContext
@@ -120,8 +124,9 @@ def _write_partition(batches: Iterator[pa.RecordBatch], target: str, meta: dict[
         for rb in batches:
             if not rb.num_rows:
                 continue
+            factors = explain.factors(rb.select(list(inputs)).to_pandas()) if explain is not None else None
             table = score_table(rb.select(list(OUTPUT_COLUMNS)).to_pandas(), rb.column(ID_COLUMN), model_name,
-                                model_version, score_date).replace_schema_metadata(schema.metadata)
+                                model_version, score_date, factors=factors).replace_schema_metadata(schema.metadata)
             summary.add(table)
             while table.num_rows:
                 if writer is None:
@@ -142,9 +147,11 @@ def _write_partition(batches: Iterator[pa.RecordBatch], target: str, meta: dict[
         if writer is not None:
             writer.close()
             handle.close()
-    yield pa.RecordBatch.from_pydict({"rows": [summary.rows], "files": [files], "summary": [pickle.dumps(summary)]},
+    view = pickle.dumps((explain.view, explain.seconds)) if explain is not None else b""
+    yield pa.RecordBatch.from_pydict({"rows": [summary.rows], "files": [files], "summary": [pickle.dumps(summary)],
+                                      "factors": [view]},
                                      schema=pa.schema([("rows", pa.int64()), ("files", pa.list_(pa.string())),
-                                                       ("summary", pa.binary())]))
+                                                       ("summary", pa.binary()), ("factors", pa.binary())]))
 
 
 _TASK_ERROR = re.compile(r"cmle\.errors\.(\w+): (.+)")
@@ -176,10 +183,11 @@ def _check_first_rows(model, ref: ModelRef, source_url: str, inputs: dict[str, s
 
 def score_export(ref: ModelRef, source: storage.ExportFolder, root: str, path: str, folder: str,
                  compression: str = "snappy", rows_per_file: int = batch.ROWS_PER_FILE,
-                 when: dt.datetime | None = None, spark: "SparkSession | None" = None, model=None) -> batch.ScoreRun:
+                 when: dt.datetime | None = None, spark: "SparkSession | None" = None, model=None,
+                 explain: batch.FactorJob | None = None, factors_asked: int | None = None) -> batch.ScoreRun:
     """Score every row of the export ``source`` with the version ``ref`` on Spark into a new
     score run under ``{root}/{path}/{folder}``: the same files, rows and guarantees as
-    :func:`cmle.scoring.batch.score_export`."""
+    :func:`cmle.scoring.batch.score_export` (factors included: each task explains its rows)."""
     from cmle.scoring import model_ref
     from cmle.spark import get_spark
 
@@ -188,14 +196,15 @@ def score_export(ref: ModelRef, source: storage.ExportFolder, root: str, path: s
     inputs = batch.check_columns(batch.export_schema(source.url), model, ref.uri)
     _check_first_rows(model, ref, source.url, inputs)
     total = storage.count_rows(source.url)
-    frame = score_frame(spark, model, ref, source.url, inputs)
-    meta = batch.run_metadata(ref, source)
+    frame = score_frame(spark, model, ref, source.url, inputs, keep_inputs=explain is not None)
+    meta = batch.run_metadata(ref, source, explain.k if explain is not None else 0, factors_asked)
     with storage.atomic_export_folder(root, path, folder, when=when) as (target, export_time):
         # Every row of a run carries the run's time: the exportTime of its folder.
         score_date = dt.datetime.strptime(export_time, storage.EXPORT_TIME_FORMAT).replace(tzinfo=dt.timezone.utc)
         write = functools.partial(_write_partition, target=target, meta=meta, compression=compression,
                                   model_name=ref.name, model_version=ref.version,
-                                  score_date_us=int(score_date.timestamp() * 1_000_000), rows_per_file=rows_per_file)
+                                  score_date_us=int(score_date.timestamp() * 1_000_000), rows_per_file=rows_per_file,
+                                  explain=explain, inputs=tuple(inputs))
         try:
             results = frame.mapInArrow(write, _RESULT_DDL).collect()
         except Exception as exc:  # noqa: BLE001 - Spark wraps task errors; keep ours readable
@@ -204,6 +213,12 @@ def score_export(ref: ModelRef, source: storage.ExportFolder, root: str, path: s
                 raise
             raise rebuilt from None
         summary = merge_summaries([pickle.loads(r["summary"]) for r in results])
+        if explain is not None:  # the tasks' global views and explaining time, into the driver's
+            for r in results:
+                if r["factors"]:
+                    view, seconds = pickle.loads(r["factors"])
+                    explain.view.merge(view)
+                    explain.seconds += seconds
         if summary.rows != total:  # inside the folder's scope: a short run is never published
             raise DataCheckError(f"scored {summary.rows} rows of {total} in {source.url}")
         n_files = sum(len(r["files"]) for r in results)
@@ -212,4 +227,6 @@ def score_export(ref: ModelRef, source: storage.ExportFolder, root: str, path: s
     return batch.ScoreRun(url=url, export_time=export_time, rows=summary.rows, model_name=ref.name,
                           model_version=ref.version, source_dataset=meta[batch.META_SOURCE_DATASET],
                           source_export_time=source.export_time, files=tuple(storage.part_files(url)),
-                          summary=summary, source_fingerprint=meta[batch.META_SOURCE_FINGERPRINT])
+                          summary=summary, source_fingerprint=meta[batch.META_SOURCE_FINGERPRINT],
+                          snapshot=meta[batch.META_SNAPSHOT], factors=int(meta[batch.META_FACTORS]),
+                          factors_asked=int(meta[batch.META_FACTORS_ASKED]))

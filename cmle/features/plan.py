@@ -130,7 +130,8 @@ def _infos(spec: ModelSpec, w: FeatureSpec, events: tuple[EventTypeFeature, ...]
     if spec.profiles is not None:
         for kind in ("numeric", "date", "categorical"):
             for a in spec.profiles.of_kind(kind):
-                desc = a.description or (f"Days since {a.field.text}" if kind == "date" else f"Profile {a.field.text}")
+                leaf = a.field.text.rsplit(".", 1)[-1]
+                desc = a.description or (f"Days since the profile's {leaf}" if kind == "date" else f"Profile {leaf}")
                 out.append(FeatureInfo(a.name, CATEGORICAL if kind == "categorical" else NUMERIC, desc, "profile",
                                        a.field.text))
     return out

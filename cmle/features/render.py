@@ -226,6 +226,15 @@ class _Sql:
             return f"k = {codes[0]}" if len(codes) == 1 else f"k IN ({', '.join(codes)})"
         return None
 
+    def goals_after(self) -> str:
+        """The per-profile count of goal events in the outcome window (T, T + W]: what the label reads."""
+        window = self._when(self.goal_agg(), f"us > {self.t_us}", f"us <= {unix_micros(self.end)}")
+        return f"COUNT(CASE WHEN {window} THEN 1 END) AS goals_after"
+
+    def goal_columns(self) -> list[tuple[str, str]]:
+        """The per-event goal flag ``g`` (only when the goal has a field condition)."""
+        return [(a, e) for a, e in self.event_columns() if a == "g"]
+
     def _when(self, *parts: str | None) -> str:
         return " AND ".join(p for p in parts if p)
 
@@ -235,8 +244,7 @@ class _Sql:
         if self.elig.exclude_goal_reached:
             aggs.append(f"COUNT(CASE WHEN {self._when(goal, f'us <= {t_us}')} THEN 1 END) AS goals_before")
         if self.training:
-            window = self._when(goal, f"us > {t_us}", f"us <= {unix_micros(self.end)}")
-            aggs.append(f"COUNT(CASE WHEN {window} THEN 1 END) AS goals_after")
+            aggs.append(self.goals_after())
         if self.elig.active_within_days:
             aggs.append(f"MAX(CASE WHEN us < {t_us} THEN us END) AS last_us")
         if self.elig.event_condition is not None:
@@ -374,6 +382,26 @@ def pit_sql(kind: str, events: str, profiles: str | None, tenant: str, snapshot:
     )
 
 
+def outcome_sql(events: str, tenant: str, snapshot: dt.datetime | dt.date, outcome_days: int, scores: str,
+                spec: ModelSpec | None = None) -> str:
+    """Spark SQL of the realised outcomes of a score run made at ``snapshot`` (T): the scored
+    profiles of the SELECT ``scores`` (userid, propensity, bucket, decile) with the label the
+    training set would give them at T with an outcome window of ``outcome_days`` (the same
+    goal, window and label expression), grouped into cells (``cmle/sql/outcomes.sql``)."""
+    spec = spec or spec_for_synthetic()
+    plan = make_plan(spec, tenant, FeatureSpec(lookback_days=max(spec.features.lookback_days, 1),
+                                               outcome_days=outcome_days, windows=()))
+    t = utc(snapshot)
+    q = _Sql(plan, TRAINING, t, None)
+    raw = q.goal_raw()
+    return _template("outcomes.sql").substitute(
+        events=quote_table(events), identity=q.identity, ts=q.ts, event_code=q.event_code(),
+        goal_columns="".join(f",\n    {e} AS {a}" for a, e in q.goal_columns()),
+        t=ts_literal(t), scan_end=ts_literal(q.end), goal_filter=f" AND ({raw})" if raw else "",
+        goals_after=q.goals_after(), scores=scores.strip(), label_column=q.label_column().rstrip().rstrip(","),
+    )
+
+
 # --- the notebooks' framing ------------------------------------------------------------
 def cmle_sql(events: str, tenant: str, seed: int = fspec.DEFAULT_CMLE_SEED) -> str:
     """Spark SQL of the CMLE notebooks' training set (see ``cmle/sql/features_cmle.sql``)."""
@@ -424,5 +452,5 @@ def feature_query(kind: str, events: str, profiles: str | None, tenant: str,
                 "spec": plan.spec.name, "auto_event_types": list(plan.auto_types)})
 
 
-__all__ = ["FeatureQuery", "KINDS", "SCORING", "TRAINING", "cmle_sql", "feature_query", "pit_sql",
+__all__ = ["FeatureQuery", "KINDS", "SCORING", "TRAINING", "cmle_sql", "feature_query", "outcome_sql", "pit_sql",
            "quote_table", "tenant_root", "ts_literal", "unix_micros", "utc"]

@@ -86,4 +86,62 @@ def from_xdm(schema: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-__all__ = ["from_arrow", "from_xdm"]
+# --- the seam's field types (Platform.get_or_create_field_group) -----------------------------
+# A field is a scalar type name, or an array of objects written {"type": "array", "items":
+# {name: scalar type, ...}} (the scores' influential factors).
+XDM_SCALARS: dict[str, dict] = {
+    "string": {"type": "string"},
+    "number": {"type": "number"},
+    "integer": {"type": "integer"},
+    "boolean": {"type": "boolean"},
+    "date-time": {"type": "string", "format": "date-time"},
+    "date": {"type": "string", "format": "date"},
+}
+
+
+def is_object_array(field_type) -> bool:
+    return isinstance(field_type, dict) and field_type.get("type") == "array" and isinstance(field_type.get("items"), dict)
+
+
+def field_type_ok(field_type) -> bool:
+    """A scalar type name or an array of objects of scalar fields."""
+    if isinstance(field_type, str):
+        return field_type in XDM_SCALARS
+    return is_object_array(field_type) and bool(field_type["items"]) and all(
+        isinstance(t, str) and t in XDM_SCALARS for t in field_type["items"].values())
+
+
+def xdm_property(name: str, field_type) -> dict:
+    """The JSON-schema property of a field in an XDM field group (Schema Registry)."""
+    if is_object_array(field_type):
+        return {"title": name, "type": "array",
+                "items": {"type": "object", "properties": {k: {"title": k, **XDM_SCALARS[t]}
+                                                           for k, t in field_type["items"].items()}}}
+    return {"title": name, **XDM_SCALARS[field_type]}
+
+
+def arrow_matches(arrow_type: pa.DataType, field_type) -> bool:
+    """Whether Arrow data of ``arrow_type`` can be stored in a field of ``field_type``."""
+    if is_object_array(field_type):
+        if not (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)) \
+                or not pa.types.is_struct(arrow_type.value_type):
+            return pa.types.is_null(arrow_type)
+        struct = arrow_type.value_type
+        have = {struct.field(i).name: struct.field(i).type for i in range(struct.num_fields)}
+        items = field_type["items"]
+        return set(have) <= set(items) and all(arrow_matches(t, items[k]) for k, t in have.items())
+    if field_type == "string":
+        return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+    if field_type == "number":
+        return pa.types.is_floating(arrow_type) or pa.types.is_integer(arrow_type) or pa.types.is_decimal(arrow_type)
+    if field_type == "integer":
+        return pa.types.is_integer(arrow_type)
+    if field_type == "boolean":
+        return pa.types.is_boolean(arrow_type)
+    if field_type in ("date-time", "date"):
+        return pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type)
+    return False
+
+
+__all__ = ["XDM_SCALARS", "arrow_matches", "field_type_ok", "from_arrow", "from_xdm", "is_object_array",
+           "xdm_property"]

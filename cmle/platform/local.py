@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from cmle import failpoints, holder, naming, pql, storage
 from cmle.errors import BatchFailedError, NotFoundError, PlatformError, QueryError
-from cmle.platform import fields
+from cmle.platform import fields as xdm_fields
 from cmle.platform.base import (
     BATCH_FAILED,
     BATCH_SUCCESS,
@@ -159,10 +159,29 @@ class LocalPlatform:
     def get_or_create_field_group(self, title: str, fields: dict[str, str], extends: str) -> str:
         if extends not in XDM_CLASSES:
             raise PlatformError(f"field group {title!r}: unknown class {extends!r}")
-        bad = {k: v for k, v in fields.items() if v not in _XDM_ARROW}
+        bad = {k: v for k, v in fields.items() if not xdm_fields.field_type_ok(v)}
         if bad:
             raise PlatformError(f"field group {title!r}: unsupported XDM types {bad}")
-        return self._get_or_create_resource("fieldgroup", title, {"fields": fields, "extends": extends})
+        fg_id = self._get_or_create_resource("fieldgroup", title, {"fields": fields, "extends": extends})
+        self._extend_field_group(fg_id, fields)
+        return fg_id
+
+    def _extend_field_group(self, fg_id: str, fields: dict) -> None:
+        """Add the fields a newer version of the package declares to an existing field group and
+        to the schemas using it (XDM allows additive changes; AEP's adapter does the same)."""
+        body = self._resource("fieldgroup", fg_id)
+        missing = {k: v for k, v in fields.items() if k not in body["fields"]}
+        if not missing:
+            return
+        with self._tx() as db:
+            body["fields"].update(missing)
+            db.execute("UPDATE resources SET body=? WHERE id=?", (json.dumps(body), fg_id))
+            for sid, raw in db.execute("SELECT id, body FROM resources WHERE kind='schema'").fetchall():
+                schema = json.loads(raw)
+                if fg_id in schema.get("fieldGroups", []):
+                    schema["fields"].update(missing)
+                    db.execute("UPDATE resources SET body=? WHERE id=?", (json.dumps(schema), sid))
+        log.info("field group %s: added fields %s", fg_id, sorted(missing))
 
     def get_or_create_schema(self, title: str, xdm_class: str, field_group_ids: list[str],
                              identity_field: str = "userid", profile_enabled: bool = False,
@@ -256,7 +275,7 @@ class LocalPlatform:
 
     def dataset_fields(self, dataset_id: str) -> dict[str, str]:
         schema = self.arrow_schema(dataset_id)
-        return fields.from_arrow(schema) if schema is not None else {}
+        return xdm_fields.from_arrow(schema) if schema is not None else {}
 
     # --- batches ------------------------------------------------------------------------
     def create_batch(self, dataset_id: str, tags: dict[str, str] | None = None) -> str:
@@ -782,18 +801,8 @@ def _temp_owner_alive(entry_name: str) -> bool | None:
     return holder.is_alive("/".join(parts[:3]))
 
 
-def _type_ok(arrow_type: pa.DataType, xdm_type: str) -> bool:
-    if xdm_type == "string":
-        return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
-    if xdm_type == "number":
-        return pa.types.is_floating(arrow_type) or pa.types.is_integer(arrow_type) or pa.types.is_decimal(arrow_type)
-    if xdm_type == "integer":
-        return pa.types.is_integer(arrow_type)
-    if xdm_type == "boolean":
-        return pa.types.is_boolean(arrow_type)
-    if xdm_type in ("date-time", "date"):
-        return pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type)
-    return False
+def _type_ok(arrow_type: pa.DataType, xdm_type) -> bool:
+    return xdm_fields.arrow_matches(arrow_type, xdm_type)
 
 
 def _compatible(ref: pa.Schema, new: pa.Schema) -> bool:

@@ -7,10 +7,11 @@ outcome window. When both challenger and champion have realised outcomes for the
 window (the champion scored in production, the challenger in shadow), the gate compares
 them there as well, a backtest on what really happened, and records that it did.
 
-cmle computes no realised outcomes itself here: they come from a *provider*, the monitoring
-stage (which knows the scoring runs and the events after them). A provider is any object
+cmle computes no realised outcomes itself here: they come from a *provider*. The monitoring
+stage is built in (:func:`cmle.monitoring.history.evidence_provider`: the realised cells each
+``monitor`` run records per score run); others can be added. A provider is any object
 with an ``outcomes(model_name, version)`` method returning :class:`RealisedOutcomes` (one per
-window whose outcome window has passed; none when there are none). Providers are found:
+window whose outcome window has passed; none when there are none). Other providers are found:
 
 - in-process, registered with :func:`register` (a factory taking the stage's
   :class:`~cmle.context.Context`);
@@ -82,7 +83,10 @@ def unregister(factory: ProviderFactory) -> None:
 def providers(ctx) -> list[EvidenceProvider]:
     """The providers registered in-process and installed as plug-ins; a plug-in that fails to
     load is logged and skipped (evidence is optional, the holdout comparison still runs)."""
-    factories: list[tuple[str, ProviderFactory]] = [(getattr(f, "__name__", repr(f)), f) for f in _registered]
+    from cmle.monitoring.history import evidence_provider  # built in: the monitor stage's realised outcomes
+
+    factories: list[tuple[str, ProviderFactory]] = [("monitoring", evidence_provider)]
+    factories += [(getattr(f, "__name__", repr(f)), f) for f in _registered]
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             factories.append((ep.name, ep.load()))

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cmle import storage
-from cmle.columns import ID_COLUMN
+from cmle.columns import ID_COLUMN, SNAPSHOT_COLUMN
 from cmle.errors import DataCheckError, RegistryError
 from cmle.scoring.model_ref import ModelRef
 from cmle.scoring.schema import SCORE_SCHEMA, score_table
@@ -55,6 +55,9 @@ META_MODEL_VERSION = "cmle.model_version"
 META_SOURCE_DATASET = "cmle.source_dataset"
 META_SOURCE_EXPORT_TIME = "cmle.source_export_time"
 META_SOURCE_FINGERPRINT = "cmle.source_fingerprint"
+META_SNAPSHOT = "cmle.snapshot_ts"  # the scoring set's snapshot T (ISO 8601): where an outcome window starts
+META_FACTORS = "cmle.factors"  # how many influential factors each row carries (0: none)
+META_FACTORS_ASKED = "cmle.factors_asked"  # how many were asked for (a model that cannot be explained gets none)
 
 # Signature types and the Arrow types a column may have for them.
 _KINDS = {
@@ -78,6 +81,9 @@ class ScoreRun:
     summary: ScoreSummary = field(default_factory=ScoreSummary, compare=False)
     reused: bool = False
     source_fingerprint: str = ""  # export_fingerprint() of the scoring export ("" if unknown)
+    snapshot: str = ""  # the scoring set's snapshot T, ISO 8601 ("" if unknown: runs written before it was kept)
+    factors: int = 0  # influential factors per row
+    factors_asked: int = 0  # what the run was asked for
 
 
 # --- the model's inputs -----------------------------------------------------------------
@@ -168,8 +174,31 @@ def model_input(batch: pa.RecordBatch, inputs: dict[str, str], label: str) -> tu
     return batch.column(ID_COLUMN), _as_signature(batch, inputs, label).to_pandas()
 
 
-def predict_frame(model, ids: pa.Array, frame: pd.DataFrame, ref: ModelRef, score_date: pa.Scalar) -> pa.Table:
-    """Score rows for the profiles ``ids`` from the model's input ``frame``."""
+@dataclass
+class FactorJob:
+    """What ``score`` asks of the explainer: ``k`` factors per row, the global view, the time spent."""
+
+    explainer: object  # cmle.explain.factors.Explainer
+    k: int
+    view: object  # cmle.explain.factors.GlobalView
+    seconds: float = 0.0
+
+    def factors(self, frame: pd.DataFrame) -> pa.Array:
+        import time
+
+        started = time.perf_counter()
+        prepared = self.explainer.spec.prepare(frame)
+        contributions = self.explainer.contributions(prepared)
+        out = self.explainer.factors(prepared, self.k, contributions)
+        self.view.add(contributions, prepared, self.explainer.spec)
+        self.seconds += time.perf_counter() - started
+        return out
+
+
+def predict_frame(model, ids: pa.Array, frame: pd.DataFrame, ref: ModelRef, score_date: pa.Scalar,
+                  explain: FactorJob | None = None) -> pa.Table:
+    """Score rows for the profiles ``ids`` from the model's input ``frame`` (with their
+    influential factors when ``explain`` is given)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -181,14 +210,15 @@ def predict_frame(model, ids: pa.Array, frame: pd.DataFrame, ref: ModelRef, scor
     if not hasattr(outputs, "columns"):
         raise RegistryError(f"{ref.uri} returned {type(outputs).__name__}, not a DataFrame of "
                             "propensity, score, percentile, decile, bucket")
-    return score_table(outputs, ids, ref.name, ref.version, score_date)
+    factors = explain.factors(frame) if explain is not None else None
+    return score_table(outputs, ids, ref.name, ref.version, score_date, factors=factors)
 
 
 def predict_batch(model, batch: pa.RecordBatch, inputs: dict[str, str], ref: ModelRef,
-                  score_date: pa.Scalar) -> pa.Table:
+                  score_date: pa.Scalar, explain: FactorJob | None = None) -> pa.Table:
     """Score rows for one record batch: :func:`model_input` then :func:`predict_frame`."""
     ids, frame = model_input(batch, inputs, ref.uri)
-    return predict_frame(model, ids, frame, ref, score_date)
+    return predict_frame(model, ids, frame, ref, score_date, explain)
 
 
 def prefetched(items: Iterator[T], depth: int = 1) -> Iterator[T]:
@@ -312,12 +342,30 @@ def dataset_of(export_url: str) -> str:
     return export_url.rstrip("/").rsplit("/", 2)[-2]
 
 
-def run_metadata(ref: ModelRef, source: storage.ExportFolder) -> dict[str, str]:
+def export_snapshot(url: str) -> str:
+    """The snapshot T (ISO 8601, UTC) of a feature-set export, from its first row; "" if unknown."""
+    try:
+        first = _first_batch(url, columns=[SNAPSHOT_COLUMN])
+    except Exception:  # noqa: BLE001 - an export without the column (or unreadable) has no known T
+        return ""
+    if first is None or not first.num_rows:
+        return ""
+    value = first.column(0)[0].as_py()
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        value = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc).isoformat()
+    return str(value)
+
+
+def run_metadata(ref: ModelRef, source: storage.ExportFolder, factors: int = 0, asked: int | None = None) -> dict[str, str]:
     """What every score file of a run records of where it came from (the Parquet metadata
     :func:`read_run` and :func:`same_run` read back), whatever engine scored it."""
     return {META_MODEL_NAME: ref.name, META_MODEL_VERSION: ref.version,
             META_SOURCE_DATASET: dataset_of(source.url), META_SOURCE_EXPORT_TIME: source.export_time,
-            META_SOURCE_FINGERPRINT: export_fingerprint(source.url)}
+            META_SOURCE_FINGERPRINT: export_fingerprint(source.url), META_SNAPSHOT: export_snapshot(source.url),
+            META_FACTORS: str(int(factors)), META_FACTORS_ASKED: str(int(factors if asked is None else asked))}
 
 
 def _score_date(export_time: str | None) -> pa.Scalar:
@@ -336,24 +384,26 @@ def _progress(total: int):
 
 def score_export(model, ref: ModelRef, source: storage.ExportFolder, root: str, path: str, folder: str,
                  batch_rows: int = DEFAULT_BATCH_ROWS, compression: str = "snappy",
-                 rows_per_file: int = ROWS_PER_FILE, when: dt.datetime | None = None) -> ScoreRun:
+                 rows_per_file: int = ROWS_PER_FILE, when: dt.datetime | None = None,
+                 explain: FactorJob | None = None, factors_asked: int | None = None) -> ScoreRun:
     """Score every row of the export ``source`` with ``model`` (the version ``ref``) into a new
-    score run under ``{root}/{path}/{folder}``; see the module docstring for the guarantees."""
+    score run under ``{root}/{path}/{folder}`` (each row with its top ``explain.k`` factors
+    when ``explain`` is given); see the module docstring for the guarantees."""
     inputs = check_columns(export_schema(source.url), model, ref.uri)
     columns = [ID_COLUMN, *inputs]
     total = storage.count_rows(source.url)
-    meta = run_metadata(ref, source)
+    meta = run_metadata(ref, source, explain.k if explain is not None else 0, factors_asked)
     summary = ScoreSummary()
     # closing(): an error stops the prefetching thread and closes the file at once.
     with contextlib.closing(prefetched(model_input(b, inputs, ref.uri) for b in storage.iter_export_batches(
             source.url, batch_rows=batch_rows, columns=columns))) as batches:
-        first_scores = predict_frame(model, *next(batches), ref, _score_date(None))  # fails before any write
+        first_scores = predict_frame(model, *next(batches), ref, _score_date(None), explain)  # fails before any write
         with storage.atomic_export_folder(root, path, folder, when=when) as (target, export_time):
             # Every row of a run carries the run's time: the exportTime of its folder.
             score_date = _score_date(export_time)
             first_scores = first_scores.set_column(first_scores.schema.get_field_index("score_date"), "score_date",
                                                    pa.repeat(score_date, first_scores.num_rows))
-            rest = (predict_frame(model, ids, frame, ref, score_date) for ids, frame in batches)
+            rest = (predict_frame(model, ids, frame, ref, score_date, explain) for ids, frame in batches)
             writer = _PartWriter(target, SCORE_SCHEMA.with_metadata(meta), rows_per_file, compression)
 
             def write(scores: pa.Table) -> None:
@@ -381,7 +431,8 @@ def score_export(model, ref: ModelRef, source: storage.ExportFolder, root: str, 
     return ScoreRun(url=url, export_time=export_time, rows=summary.rows, model_name=ref.name,
                     model_version=ref.version, source_dataset=meta[META_SOURCE_DATASET],
                     source_export_time=source.export_time, files=tuple(storage.part_files(url)),
-                    summary=summary, source_fingerprint=meta[META_SOURCE_FINGERPRINT])
+                    summary=summary, source_fingerprint=meta[META_SOURCE_FINGERPRINT], snapshot=meta[META_SNAPSHOT],
+                    factors=int(meta[META_FACTORS]), factors_asked=int(meta[META_FACTORS_ASKED]))
 
 
 # --- existing runs ----------------------------------------------------------------------
@@ -398,7 +449,9 @@ def read_run(url: str, export_time: str, summarize: bool = True) -> ScoreRun:
                     source_dataset=meta.get(META_SOURCE_DATASET, ""),
                     source_export_time=meta.get(META_SOURCE_EXPORT_TIME, ""),
                     files=tuple(storage.part_files(url)), summary=summary, reused=True,
-                    source_fingerprint=meta.get(META_SOURCE_FINGERPRINT, ""))
+                    source_fingerprint=meta.get(META_SOURCE_FINGERPRINT, ""), snapshot=meta.get(META_SNAPSHOT, ""),
+                    factors=int(meta.get(META_FACTORS, "0") or 0),
+                    factors_asked=int(meta.get(META_FACTORS_ASKED, meta.get(META_FACTORS, "0")) or 0))
 
 
 def find_score_run(root: str, path: str, folder: str, export_time: str = "",
@@ -412,10 +465,13 @@ def find_score_run(root: str, path: str, folder: str, export_time: str = "",
     return read_run(runs[-1].url, runs[-1].export_time, summarize=summarize)
 
 
-def same_run(run: ScoreRun, ref: ModelRef, source: storage.ExportFolder) -> bool:
+def same_run(run: ScoreRun, ref: ModelRef, source: storage.ExportFolder, factors: int = 0) -> bool:
     """True when ``run`` scored the content of the export ``source`` with exactly the version
-    ``ref``: the same export, or a later export of unchanged data (same fingerprint)."""
+    ``ref`` and ``factors`` factors per row: the same export, or a later export of unchanged
+    data (same fingerprint)."""
     if (run.model_name, run.model_version, run.source_dataset) != (ref.name, ref.version, dataset_of(source.url)):
+        return False
+    if run.factors_asked != factors:
         return False
     if run.source_export_time == source.export_time:
         return True

@@ -12,11 +12,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cmle.columns import ID_COLUMN, OUTPUT_COLUMNS, SCORE_META_COLUMNS
+from cmle.columns import FACTORS_COLUMN, ID_COLUMN, OUTPUT_COLUMNS, SCORE_META_COLUMNS
 from cmle.errors import DataCheckError, RegistryError
 from cmle.model.scoring import BUCKETS  # Customer AI's buckets, lowest first
 
-SCORE_COLUMNS = (ID_COLUMN, *OUTPUT_COLUMNS, *SCORE_META_COLUMNS)
+SCORE_COLUMNS = (ID_COLUMN, *OUTPUT_COLUMNS, *SCORE_META_COLUMNS, FACTORS_COLUMN)
+
+# One influential factor (cmle.explain.factors): the feature's column name, its readable
+# description, its value as text and its contribution to the model's margin.
+FACTOR_FIELDS = {"feature": "string", "name": "string", "value": "string", "contribution": "number"}
+FACTORS_TYPE = pa.list_(pa.struct([(k, pa.float64() if v == "number" else pa.string()) for k, v in FACTOR_FIELDS.items()]))
 
 SCORE_SCHEMA = pa.schema([
     (ID_COLUMN, pa.string()),
@@ -28,6 +33,7 @@ SCORE_SCHEMA = pa.schema([
     ("model_name", pa.string()),
     ("model_version", pa.string()),
     ("score_date", pa.timestamp("us", tz="UTC")),
+    (FACTORS_COLUMN, FACTORS_TYPE),
 ])
 
 # The scores field group: the same fields, in XDM types, under `_{tenant}`.
@@ -41,6 +47,8 @@ XDM_FIELDS = {
     "model_name": "string",
     "model_version": "string",
     "score_date": "date-time",
+    # an array of objects (the seam's notation for it: cmle.platform.fields)
+    FACTORS_COLUMN: {"type": "array", "items": FACTOR_FIELDS},
 }
 
 assert tuple(SCORE_SCHEMA.names) == SCORE_COLUMNS == tuple(XDM_FIELDS)  # one definition, three views
@@ -49,7 +57,7 @@ _RANGES = {"score": (0, 100), "percentile": (1, 100), "decile": (1, 10)}
 
 
 def score_table(outputs: pd.DataFrame, ids: pa.Array, model_name: str, model_version: str,
-                score_date: pa.Scalar) -> pa.Table:
+                score_date: pa.Scalar, factors: pa.Array | None = None) -> pa.Table:
     """The model's ``outputs`` for the profiles ``ids`` as score rows (:data:`SCORE_SCHEMA`).
 
     Raises :class:`RegistryError` when the outputs break the model contract (missing columns,
@@ -71,6 +79,7 @@ def score_table(outputs: pd.DataFrame, ids: pa.Array, model_name: str, model_ver
             pa.repeat(pa.scalar(model_name, pa.string()), n),
             pa.repeat(pa.scalar(model_version, pa.string()), n),
             pa.repeat(score_date, n),
+            factors if factors is not None else pa.nulls(n, FACTORS_TYPE),
         ]
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
         raise RegistryError(f"model {model_name} version {model_version} returned values of the wrong type: {exc}; "

@@ -14,7 +14,8 @@ from typing import Any, Callable
 from cmle.errors import ParameterError
 
 # The pipeline order `main` runs; the others are not pipeline stages.
-STAGE_ORDER = ("synthetic", "explore", "featurize", "export", "train", "promote", "score", "ingest", "audience")
+STAGE_ORDER = ("synthetic", "explore", "featurize", "export", "train", "promote", "score", "ingest", "audience",
+               "monitor")
 # approve, history and webhook govern promotion (docs/promotion.md).
 ALL_STAGES = (*STAGE_ORDER, "main", "load", "cleanup", "deploy", "approve", "history", "webhook")
 
@@ -59,8 +60,14 @@ class Param:
                 value = int(str(raw).strip()) if not isinstance(raw, (int, float)) else int(raw)
             elif self.type is float:
                 value = float(raw)
+            elif isinstance(raw, bool):
+                value = str(raw).lower()
             else:
                 value = str(raw)
+                if self.choices is not None and {"true", "false"} <= set(self.choices):
+                    # a choice that extends a flag (retrain: false / true / auto) takes the flag's spellings
+                    low = value.strip().lower()
+                    value = "true" if low in _TRUE else "false" if low in _FALSE else low
         except (TypeError, ValueError):
             raise ParameterError(f"{where} = {raw!r} is not a valid {self.type.__name__}") from None
         if self.choices is not None and value not in self.choices:

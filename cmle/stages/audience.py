@@ -22,7 +22,7 @@ import pandas as pd
 
 from cmle import modelspec, naming, tracking
 from cmle.audiences.plots import reach_figure
-from cmle.audiences.rules import DEFAULT_RULES, parse_rules, reach_curve
+from cmle.audiences.rules import DEFAULT_RULES, parse_rules, reach_curve, uses_factors
 from cmle.columns import ID_COLUMN
 from cmle.context import Context
 from cmle.errors import NotFoundError, ParameterError, PlatformError
@@ -66,11 +66,13 @@ def audience(ctx: Context, rules: str = DEFAULT_RULES, destination: str = DEFAUL
     check_destination = getattr(platform, "check_destination", None)
     if destination.strip() and check_destination is not None:
         check_destination(destination.strip())  # a typo fails before anything is created
-    attrs = platform.profile_attributes(_RULE_FIELDS)
+    attrs = platform.profile_attributes(_RULE_FIELDS + (["factors"] if uses_factors(parsed) else []))
     scored = attrs[pd.to_numeric(attrs["propensity"], errors="coerce").notna()].reset_index(drop=True)
     if scored.empty:
         raise NotFoundError("no profile holds a propensity score yet; run `score` and `ingest` first")
 
+    if uses_factors(parsed):
+        _warn_unknown_factors(parsed, scored)
     # the description says what the score predicts (the spec's goal)
     audiences = [platform.get_or_create_audience(naming.audience(r.name, ctx.owner), r.pql(platform.tenant_id),
                                                  f"{r.describe()} (goal: {goal})") for r in parsed]
@@ -116,13 +118,24 @@ def audience(ctx: Context, rules: str = DEFAULT_RULES, destination: str = DEFAUL
     }
 
 
+def _warn_unknown_factors(rules, scored: pd.DataFrame) -> None:
+    """Say so when a rule names a feature that is no profile's factor (a typo selects nobody)."""
+    seen = {f.get("feature") for fs in scored.get("factors", pd.Series(dtype=object)).dropna() for f in fs
+            if isinstance(f, dict)}
+    for r in rules:
+        missing = [f for f in getattr(r, "features", ()) if f not in seen]
+        if missing:
+            log.warning("audience: rule %s: %s is among no profile's top factors (the factors name: %s)", r.name,
+                        ", ".join(missing), ", ".join(sorted(x for x in seen if x)[:15]) or "none")
+
+
 STAGE = Stage(
     name="audience",
     func=audience,
     params=(
         Param("rules", str, DEFAULT_RULES,
-              "audience rules 'NAME:band:LOWER:UPPER', 'NAME:top:PERCENT', 'NAME:bucket:high[,medium]' "
-              "separated by ';'"),
+              "audience rules 'NAME:band:LOWER:UPPER', 'NAME:top:PERCENT', 'NAME:bucket:high[,medium]', each "
+              "optionally ending ':factor=FEATURE[,...]' (a feature among the profile's top factors), separated by ';'"),
         Param("destination", str, DEFAULT_DESTINATION, "destination to activate the audiences to; empty = skip"),
         Param("fields", str, DEFAULT_FIELDS, "score fields sent with each member's identity, comma-separated"),
         SPEC_PARAM,

@@ -39,6 +39,7 @@ from cmle.modelspec import ModelSpec, data as specdata, spec_for
 from cmle.modelspec.data import DataRange
 from cmle.features import windows as windows_check
 from cmle.platform.base import Dataset, Resource
+from cmle.scoring import alignment
 from cmle.stages import SPEC_PARAM, Param, Stage
 
 log = logging.getLogger(__name__)
@@ -188,8 +189,9 @@ def featurize(ctx: Context, snapshot_date: str = "", lookback_days: int = 0, out
     out = _build_sets(ctx, model, events, profiles, timeout_s=timeout_s, **params)
     out["set_versions"] = {ds_id: ingestion.dataset_version(ctx.platform, ds_id)
                            for k, ds_id in out.items() if k.endswith("_dataset_id")}
-    if mlflow.active_run() is not None:  # how train finds this run's feature manifest
-        mlflow.set_tag(SET_VERSION_TAG, out["set_versions"][out["training_dataset_id"]])
+    if mlflow.active_run() is not None:  # how train (and score) find this run's feature manifest
+        mlflow.set_tags({SET_VERSION_TAG: out["set_versions"][out["training_dataset_id"]],
+                         alignment.SCORING_SET_TAG: out["set_versions"][out["scoring_dataset_id"]]})
     out["reused"] = False
     tracking.mark_cached(key)
     return out

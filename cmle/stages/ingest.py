@@ -30,14 +30,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cmle import modelspec, naming, storage, tracking
-from cmle.columns import ID_COLUMN
+from cmle.columns import FACTORS_COLUMN, ID_COLUMN
 from cmle.context import Context
 from cmle.errors import DataCheckError, NotFoundError, ParameterError
 from cmle.ingestion import ingest_tables, split_table
 from cmle.modelspec import data as specdata
 from cmle.platform.base import PROFILE, Dataset, Platform
 from cmle.scoring import batch, external, known_ids
-from cmle.scoring.schema import SCORE_COLUMNS, XDM_FIELDS, to_xdm
+from cmle.scoring.schema import SCORE_COLUMNS, SCORE_SCHEMA, XDM_FIELDS, to_xdm
 from cmle.scoring.summary import ScoreSummary, histogram_figure
 from cmle.stages import SPEC_PARAM, Param, Stage
 
@@ -56,9 +56,15 @@ def scores_dataset(platform: Platform, owner: str, namespace: str = "ECID") -> D
 
 
 def xdm_tables(url: str, tenant_id: str, rows_per_file: int = batch.ROWS_PER_FILE) -> Iterator[pa.Table]:
-    """The score files of a run in the XDM shape, one table (one uploaded file) at a time."""
-    for rb in storage.iter_export_batches(url, batch_rows=rows_per_file, columns=list(SCORE_COLUMNS)):
-        yield to_xdm(rb, tenant_id)
+    """The score files of a run in the XDM shape, one table (one uploaded file) at a time
+    (runs scored before factors existed get none)."""
+    names = set(batch.export_schema(url).names)
+    columns = [c for c in SCORE_COLUMNS if c in names]
+    for rb in storage.iter_export_batches(url, batch_rows=rows_per_file, columns=columns):
+        table = pa.Table.from_batches([rb])
+        if FACTORS_COLUMN not in names:
+            table = table.append_column(FACTORS_COLUMN, pa.nulls(table.num_rows, SCORE_SCHEMA.field(FACTORS_COLUMN).type))
+        yield to_xdm(table, tenant_id)
 
 
 def check_score_files(url: str) -> None:
@@ -67,7 +73,7 @@ def check_score_files(url: str) -> None:
     for f in storage.part_files(url):
         with fs.open(f, "rb") as fh, storage.unreadable_file(f):
             names = set(pq.read_schema(fh).names)
-        missing = [c for c in SCORE_COLUMNS if c not in names]
+        missing = [c for c in SCORE_COLUMNS if c not in names and c != FACTORS_COLUMN]
         if missing:
             raise DataCheckError(f"score file {f} lacks the columns {missing}; it was not written by `score`: "
                                  "remove its folder and run score again")

@@ -15,7 +15,7 @@ from typing import Any
 import mlflow
 
 from cmle.context import Context
-from cmle.errors import ParameterError, RegistryError
+from cmle.errors import NotFoundError, ParameterError, RegistryError
 from cmle.stages import STAGE_ORDER, Param, Stage, get_stage
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,54 @@ def run_pipeline(ctx: Context, skip: str = "", **values: Any) -> dict:
             if value == p.default and p.name in carried:
                 value = carried[p.name]
             params[p.name] = value
-        out = run_stage(name, ctx.settings, params, ctx=ctx)
+        if name == "promote" and outputs.get("train", {}).get("skipped"):
+            log.info("main: train kept the champion (%s); nothing to promote", outputs["train"].get("skip_reason"))
+            continue
+        if name == "score" and "featurize" in outputs:
+            _align_scoring_set(ctx, outputs, values, params)
+        try:
+            out = run_stage(name, ctx.settings, params, ctx=ctx)
+        except NotFoundError as exc:
+            if name != "monitor":
+                raise
+            # monitor runs when the data allow it: without a score run there is nothing to monitor
+            log.warning("main: monitor skipped: %s", exc)
+            continue
         outputs[name] = out
         if name == "promote":
             _after_gate(out, params, skipped)
         carried.update({k: v for k, v in out.items() if isinstance(v, (str, int, float, bool))})
     mlflow.set_tag("cmle.stages", ",".join(outputs))
     return outputs
+
+
+def _align_scoring_set(ctx: Context, outputs: dict, values: dict, params: dict) -> None:
+    """When the model about to score was trained at another look-back than this run's
+    featurize used (a look-back that follows a grown history, and a champion kept by
+    retrain=auto or by the gate), rebuild and export the sets at the model's look-back so it
+    scores features measured as it learnt them (:mod:`cmle.scoring.alignment`)."""
+    from cmle import modelspec
+    from cmle.errors import CmleError
+    from cmle.registry import Registry
+    from cmle.runner import run_stage
+    from cmle.scoring import alignment, model_ref
+
+    try:
+        name = modelspec.model_name(ctx.settings, modelspec.spec_for(ctx.settings, params.get("spec", "")))
+        ref = model_ref.resolve(name, params.get("model", "champion"))
+        wanted = alignment.model_lookback(Registry.current().version(name, ref.version).tags)
+    except CmleError:
+        return  # score says what is wrong
+    built = outputs["featurize"].get("lookback_days")
+    if not alignment.mismatch(wanted, built):
+        return
+    log.warning("main: %s v%s was trained with a %s-day look-back, this run's features use %s days: rebuilding the "
+                "scoring set at %s days before scoring", name, ref.version, wanted, built, wanted)
+    for stage_name in ("featurize", "export"):
+        stage_params = {p.name: values.get(p.name, p.default) for p in get_stage(stage_name).params}
+        if stage_name == "featurize":
+            stage_params["lookback_days"] = wanted
+        outputs[f"{stage_name}_for_score"] = run_stage(stage_name, ctx.settings, stage_params, ctx=ctx)
 
 
 def _after_gate(out: dict, params: dict, skipped: list[str]) -> None:
@@ -98,5 +139,5 @@ STAGE = Stage(
     func=run_pipeline,
     params=_union_params(),
     help="Run every stage in order (synthetic → explore → featurize → export → train → promote → "
-         "score → ingest → audience) as nested MLflow runs of one run.",
+         "score → ingest → audience → monitor) as nested MLflow runs of one run.",
 )

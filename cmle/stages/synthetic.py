@@ -62,8 +62,32 @@ def generation_key(profiles: int, weeks: int, end: str, seed: int, legacy: bool,
     return f"synthetic:{digest}"
 
 
+EXTENSION_PREFIX = "synthetic-ext:"
+
+
+def extension_key(key: str, weeks: int, shift_events: float, shift_conversion: float) -> str:
+    """Batch tag of an extension of the data of ``key`` (its parameters, readable back)."""
+    return f"{EXTENSION_PREFIX}{key.split(':', 1)[1]}:w{weeks}:e{shift_events:g}:c{shift_conversion:g}"
+
+
+def parse_extension_key(ext_key: str) -> tuple[int, float, float]:
+    """``(weeks, shift_events, shift_conversion)`` of an extension batch tag."""
+    w, e, c = ext_key.rsplit(":", 3)[1:]
+    return int(w[1:]), float(e[1:]), float(c[1:])
+
+
+def current_extension(platform: Platform, dataset_id: str, key: str) -> str | None:
+    """The tag of the extension of ``key``'s data that the events dataset holds, if any."""
+    from cmle.ingestion import KEY_TAG
+
+    prefix = f"{EXTENSION_PREFIX}{key.split(':', 1)[1]}:"
+    held = [b.tags.get(KEY_TAG, "") for b in platform.list_batches(dataset_id) if b.status == "success"]
+    return next((k for k in reversed(held) if k.startswith(prefix)), None)
+
+
 def run(ctx: Context, profiles: int = 100_000, weeks: int = 10, end_date: str = "", seed: int = 42,
-        legacy: bool = False, churn: bool = True, spec: str = "") -> dict:
+        legacy: bool = False, churn: bool = True, extend_weeks: int = 0, shift_events: float = 1.0,
+        shift_conversion: float = 0.0, spec: str = "") -> dict:
     """Generate and ingest the synthetic data; returns dataset ids, counts, window, oracle path.
 
     With a model spec that names the user's own datasets (not ``synthetic: true``) there is
@@ -80,6 +104,9 @@ def run(ctx: Context, profiles: int = 100_000, weeks: int = 10, end_date: str = 
             raise ParameterError(f"seed = {seed} must be at least 0")
     except ParameterError as exc:
         raise ParameterError(f"synthetic: parameter {exc}") from None
+    from cmle.synthetic.extend import check as check_extension
+
+    check_extension(legacy, weeks, extend_weeks, shift_events, shift_conversion)
     platform = ctx.platform
     tenant = platform.tenant_id
     events_ds, profiles_ds = datasets(platform, ctx.owner)
@@ -91,8 +118,9 @@ def run(ctx: Context, profiles: int = 100_000, weeks: int = 10, end_date: str = 
     _check_identities(data.n_profiles)
     key = generation_key(profiles, weeks, end.isoformat(), seed, legacy, churn, tenant)
     started = time.perf_counter()
+    own_extension = f"{EXTENSION_PREFIX}{key.split(':', 1)[1]}:"
     events_batch = ingest_tables(platform, events_ds.id, data.iter_event_tables(FILE_ROWS), key=key,
-                                 replace=True, file_prefix="events")
+                                 replace=True, file_prefix="events", keeps=lambda k: k.startswith(own_extension))
     profiles_batch = ingest_tables(platform, profiles_ds.id, data.iter_profile_tables(FILE_ROWS), key=key,
                                    replace=True, file_prefix="profiles")
     ingest_seconds = time.perf_counter() - started
@@ -101,7 +129,8 @@ def run(ctx: Context, profiles: int = 100_000, weeks: int = 10, end_date: str = 
         if result.batch.records != expected:
             raise DataCheckError(f"the {what} batch {result.batch.id} holds {result.batch.records} records, "
                                  f"the generated data {expected}; revert the batch and re-run synthetic")
-    path = oracle.write_oracle(data, oracle.oracle_path(ctx.settings))
+    ext, ext_out = _extend(platform, events_ds.id, data, key, extend_weeks, shift_events, shift_conversion)
+    path = oracle.write_oracle(data, oracle.oracle_path(ctx.settings), extension=ext)
 
     mix = data.event_mix()
     tracking.log_table(mix, f"{ARTIFACT_DIR}/event_mix.csv")
@@ -114,7 +143,7 @@ def run(ctx: Context, profiles: int = 100_000, weeks: int = 10, end_date: str = 
         "events_per_second": data.n_events / max(data.generation_seconds, 1e-9),
         "ingest_seconds": ingest_seconds,
     })
-    reused = events_batch.reused and profiles_batch.reused
+    reused = events_batch.reused and profiles_batch.reused and ext_out.get("extension_reused", True)
     log.info("events in batch %s, profiles in batch %s (%s); oracle at %s", events_batch.batch.id,
              profiles_batch.batch.id, "already there" if reused else "ingested", path)
     return {
@@ -126,12 +155,44 @@ def run(ctx: Context, profiles: int = 100_000, weeks: int = 10, end_date: str = 
         "conversion_rate": round(data.conversion_rate, 6),
         "churn_rate": round(data.churn_rate, 6),
         "window_start": data.window_start.isoformat(),
-        "window_end": data.window_end.isoformat(),
+        "window_end": (ext or data).window_end.isoformat(),
         "oracle_path": str(path),
         "events_batch_id": events_batch.batch.id,
         "profiles_batch_id": profiles_batch.batch.id,
         "reused": reused,
+        **ext_out,
     }
+
+
+def _extend(platform: Platform, events_id: str, data, key: str, weeks: int, shift_events: float,
+            shift_conversion: float):
+    """Ingest the extension of ``data`` (``weeks`` > 0), or keep the one the dataset holds
+    (``weeks`` = 0); returns it (None without one) and its outputs."""
+    from cmle.synthetic.extend import extend
+
+    if weeks == 0:
+        held = current_extension(platform, events_id, key)
+        if held is None:
+            return None, {}
+        weeks, shift_events, shift_conversion = parse_extension_key(held)
+        log.info("synthetic: keeping the extension the events dataset holds (%d weeks, shift_events %g, "
+                 "shift_conversion %g)", weeks, shift_events, shift_conversion)
+    ext = extend(data, weeks, shift_events, shift_conversion)
+    result = ingest_tables(platform, events_id, ext.iter_event_tables(FILE_ROWS),
+                           key=extension_key(key, weeks, shift_events, shift_conversion), replace=True,
+                           file_prefix="events-ext", keeps=lambda k: not k.startswith(EXTENSION_PREFIX))
+    if result.batch.records != ext.n_events:
+        raise DataCheckError(f"the extension batch {result.batch.id} holds {result.batch.records} records, the "
+                             f"generated extension {ext.n_events}; revert the batch and re-run synthetic")
+    conversions = int((ext.code == ext.model.code("web.formFilledOut")).sum())
+    mlflow.log_metrics({"extension_events": ext.n_events, "extension_conversions": conversions,
+                        "extension_weeks": weeks})
+    log.info("synthetic: extension of %d weeks to %s: %d events, %d conversions (batch %s, %s)", weeks,
+             ext.window_end.date(), ext.n_events, conversions, result.batch.id,
+             "already there" if result.reused else "ingested")
+    return ext, {"extension_weeks": weeks, "extension_events": ext.n_events, "extension_conversions": conversions,
+                 "extension_batch_id": result.batch.id, "extension_reused": result.reused,
+                 "data_end": ext.window_end.isoformat()}
 
 
 def _check_identities(n_profiles: int) -> None:
@@ -154,6 +215,12 @@ STAGE = Stage(
         Param("seed", int, 42, "random seed: the same parameters and seed give byte-identical data"),
         Param("legacy", bool, False, "reproduce the CMLE notebooks' generator (overwrite bug, no churn)"),
         Param("churn", bool, True, "users churn after more than 10 impressions or 5 emails (not with legacy)"),
+        Param("extend_weeks", int, 0, "simulate the same users this many weeks past end_date (time moves forward; "
+                                      "0 = keep the extension the data already have, if any)", min=0),
+        Param("shift_events", float, 1.0, "extension only: factor on the weekly rate of the base events "
+                                          "(impressions, page views, emails); 1 = no change", min=0),
+        Param("shift_conversion", float, 0.0, "extension only: added to every user's latent propensity when the "
+                                              "extension starts (moves the conversion rate); 0 = no change"),
         SPEC_PARAM,
     ),
     help="Create the XDM schemas and datasets, generate seeded synthetic profiles and experience events, "

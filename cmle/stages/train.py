@@ -55,8 +55,10 @@ from cmle.exports import feature_set_name, newest_feature_export
 from cmle.model import artifact, budget, evaluation, fit, metrics, scoring, space, train_checks, tuning
 from cmle.model.holdout import describe as describe_split
 from cmle.model.preprocess import FeatureSpec, nonfinite_counts
+from cmle.monitoring import reference as drift_reference
 from cmle.platform.base import BATCH_SUCCESS
-from cmle.registry import CHALLENGER, TAG_PREFIX, Registry
+from cmle.registry import CHALLENGER, CHAMPION, TAG_PREFIX, Registry
+from cmle.scoring import alignment
 from cmle.stages import SPEC_PARAM, Param, Stage
 from cmle.stages.featurize import FRAMING_CHOICES, SET_VERSION_TAG
 from cmle.synthetic import oracle as synthetic_oracle
@@ -67,6 +69,8 @@ HOLDOUT_ARTIFACT = "holdout/holdout.parquet"
 FINGERPRINT_TAG = f"{TAG_PREFIX}fingerprint"
 HOLDOUT_TAG = f"{TAG_PREFIX}holdout_uri"
 SPLIT_TAG = f"{TAG_PREFIX}split"
+REFERENCE_TAG = f"{TAG_PREFIX}reference_uri"  # the drift reference monitor compares against
+OUTCOME_DAYS_TAG = f"{TAG_PREFIX}outcome_days"  # the label's outcome window, for realised outcomes
 MIN_TUNE_ROWS = 50
 METRIC_TAGS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_decile_1")
 MANIFEST_ARTIFACT = "featurize/feature_spec.json"
@@ -182,17 +186,23 @@ class Trained:
     plan: budget.TrainingPlan | None = None
     seconds: float = 0.0
     baselines: dict = field(default_factory=dict)
+    drift: drift_reference.DriftReference | None = None
 
 
 def train(ctx: Context, max_evals: int = budget.AUTO, families: str = space.DEFAULT_FAMILIES, seed: int = 42,
           metric: str = "roc_auc", holdout_fraction: float = 0.2, validation_fraction: float = 0.2,
           framing: str = "both", calibration: str = "sigmoid", max_tune_rows: int = budget.AUTO,
-          retrain: bool = False, spec: str = "", distiller: str = "off",
+          retrain: str = "false", spec: str = "", distiller: str = "off",
           min_label_rate: float = train_checks.DEFAULT_MIN_LABEL_RATE,
           max_label_rate: float = train_checks.DEFAULT_MAX_LABEL_RATE,
           leakage_auc: float = train_checks.DEFAULT_LEAKAGE_AUC,
           max_holdout_auc: float = train_checks.DEFAULT_MAX_HOLDOUT_AUC) -> dict:
-    """The stage: train (or reuse) and register a challenger; returns its version and metrics."""
+    """The stage: train (or reuse) and register a challenger; returns its version and metrics.
+
+    ``retrain``: ``false`` reuses a version trained the same way; ``true`` trains anyway;
+    ``auto`` trains only when the monitoring history says retraining is due or there is no
+    champion yet (otherwise it returns the champion with ``skipped``)."""
+    retrain = {True: "true", False: "false"}.get(retrain, retrain)  # type: ignore[arg-type]
     settings = ctx.settings
     challenger.require_aep(ctx.platform, distiller)  # before any work: the option needs AEP
     model_spec = modelspec.spec_for(settings, spec)
@@ -210,19 +220,23 @@ def train(ctx: Context, max_evals: int = budget.AUTO, families: str = space.DEFA
     # "both": the model is trained on the point-in-time set and compared with the same model
     # trained on the notebooks' framing; "pit" / "cmle": that set alone.
     trained_on = "cmle" if framing == "cmle" else "pit"
-    source = read_training_set(ctx, trained_on)
     registry = Registry.current()
     name = modelspec.model_name(settings, model_spec)
+    if retrain == "auto":
+        skip = _auto_skip(registry, name)
+        if skip is not None:
+            return skip
+    source = read_training_set(ctx, trained_on)
     fp = fingerprint(source, params)
     _log_lineage(source, trained_on, fp)
     manifest = feature_manifest(ctx, source, model_spec) if trained_on == "pit" else None
     mlflow.set_tags({f"{TAG_PREFIX}spec": model_spec.name, f"{TAG_PREFIX}goal": model_spec.goal.phrase()[:250]})
     if manifest is not None:
-        tracking.log_dict(manifest, "features/feature_manifest.json")
+        tracking.log_dict(manifest, tracking.FEATURE_MANIFEST_ARTIFACT)
     labels = train_checks.check_labels(source.frame, _rows_written(ctx, source), min_label_rate, max_label_rate,
                                        where=f"the {trained_on} training set ({source.folder.url})")
     tracking.log_dict(labels.as_dict(), "checks/labels.json")
-    if not retrain:
+    if retrain != "true":
         existing = registry.find_by_tag(name, FINGERPRINT_TAG, fp)
         if existing is not None:
             return _reuse(registry, name, existing) | _distiller(ctx, distiller, source, trained_on, model_spec,
@@ -251,7 +265,7 @@ def train(ctx: Context, max_evals: int = budget.AUTO, families: str = space.DEFA
             "feature_manifest": manifest, "split": describe_split(salt, holdout_fraction).to_json(),
             "leakage": leakage.tag_value() if leakage.flagged else ""}
     with locks.registry_lock(settings, name):
-        existing = None if retrain else registry.find_by_tag(name, FINGERPRINT_TAG, fp)
+        existing = None if retrain == "true" else registry.find_by_tag(name, FINGERPRINT_TAG, fp)
         if existing is not None:  # another run registered the same training meanwhile
             return _reuse(registry, name, existing)
         version = register(registry, name, trained, info, fp)
@@ -317,15 +331,19 @@ def fit_and_evaluate(settings, frame: pd.DataFrame, families: tuple[str, ...], *
     evaluation.log_evaluation(result_eval, importance, oracle=oracle.get("propensity"))
     if oracle.get("metrics"):
         mlflow.log_metrics(oracle["metrics"])
+    # What monitor measures drift against: bins and shares of every feature over the whole
+    # training set, and of the holdout propensities (no rows).
+    drift = drift_reference.build(spec.prepare(frame), spec.categorical, propensity)
     seconds = time.perf_counter() - started
     mlflow.log_metric("train_seconds", seconds)
     return Trained(spec=spec, parts=parts, search=result, estimator=estimator, reference=reference,
-                   holdout=result_eval, oracle=oracle, plan=plan, seconds=seconds, baselines=baselines)
+                   holdout=result_eval, oracle=oracle, plan=plan, seconds=seconds, baselines=baselines, drift=drift)
 
 
 def register(registry: Registry, name: str, trained: Trained, info: dict, fp: str) -> str:
     """Log the pyfunc and its holdout, register it, tag it, point ``challenger`` at it."""
     holdout_uri = _log_holdout(trained.parts.holdout, trained.spec)
+    reference_uri = _log_reference(trained.drift) if trained.drift is not None else ""
     example = artifact.input_example(trained.spec, trained.parts.holdout)
     model_info = artifact.log_model(trained.estimator, trained.spec, trained.reference, example, info)
     holdout = trained.holdout.metrics
@@ -335,6 +353,11 @@ def register(registry: Registry, name: str, trained: Trained, info: dict, fp: st
     tags |= {SPLIT_TAG: info["split"]}
     if info.get("leakage"):
         tags[train_checks.LEAKAGE_TAG] = info["leakage"]
+    tags |= {REFERENCE_TAG: reference_uri} if reference_uri else {}
+    outcome_days = (info.get("feature_manifest") or {}).get("outcome_days")
+    tags |= {OUTCOME_DAYS_TAG: str(outcome_days)} if outcome_days else {}
+    lookback_days = (info.get("feature_manifest") or {}).get("lookback_days")
+    tags |= {alignment.LOOKBACK_TAG: str(lookback_days)} if lookback_days else {}
     tags |= {FINGERPRINT_TAG: fp, HOLDOUT_TAG: holdout_uri, f"{TAG_PREFIX}family": info["family"],
              f"{TAG_PREFIX}training_run_id": info["training_run_id"], f"{TAG_PREFIX}export_url": info["export_url"],
              f"{TAG_PREFIX}export_time": info["export_time"], f"{TAG_PREFIX}dataset_id": info["dataset_id"],
@@ -385,6 +408,29 @@ def _check_leakage(trained: Trained, seed: int, leakage_auc: float, max_holdout_
         log.warning("train: possible leakage: %s. The version is registered with tag %s and promote refuses it "
                     "unless allow_leakage=true", report.summary(), train_checks.LEAKAGE_TAG)
     return report
+
+
+def _auto_skip(registry: Registry, name: str) -> dict | None:
+    """With ``retrain=auto``: the outputs of a skipped training (the champion stays) when a
+    champion exists and the newest monitoring window does not say retraining is due; None
+    when training should go ahead."""
+    from cmle.monitoring import history
+
+    champion = registry.by_alias(name, CHAMPION, required=False)
+    if champion is None:
+        log.info("train: retrain=auto and %s has no champion yet: training", name)
+        return None
+    due = history.retrain_due(name)
+    if due:
+        log.info("train: retrain=auto and the monitoring history says retraining is due: training")
+        mlflow.set_tag(f"{TAG_PREFIX}retrain_reason", "monitoring: retraining due")
+        return None
+    why = ("no monitoring window yet" if due is None else "the newest monitoring window says it is not due")
+    log.info("train: retrain=auto: %s; keeping champion v%s (nothing trained)", why, champion.version)
+    mlflow.set_tags({f"{TAG_PREFIX}skipped": f"retrain=auto: {why}"})
+    return {"model_name": name, "model_version": str(champion.version),
+            "model_uri": f"models:/{name}/{champion.version}", "alias": CHAMPION, "skipped": True,
+            "skip_reason": why, "reused": True}
 
 
 def _reuse(registry: Registry, name: str, existing) -> dict:
@@ -573,6 +619,12 @@ def _log_holdout(holdout: pd.DataFrame, spec: FeatureSpec) -> str:
     return f"runs:/{mlflow.active_run().info.run_id}/{HOLDOUT_ARTIFACT}"
 
 
+def _log_reference(drift: drift_reference.DriftReference) -> str:
+    """Store the drift reference with the run; returns its ``runs:/`` URI."""
+    tracking.log_dict(drift.to_dict(), drift_reference.REFERENCE_ARTIFACT)
+    return f"runs:/{mlflow.active_run().info.run_id}/{drift_reference.REFERENCE_ARTIFACT}"
+
+
 def _description(info: dict, holdout: dict, oracle: dict | None) -> str:
     line = (f"Trained by cmle train (run {info['training_run_id']}) from {info['export_url']}: "
             f"{info['family']} {json.dumps(info['params'], sort_keys=True)}, calibration {info['calibration']}, "
@@ -604,7 +656,9 @@ STAGE = Stage(
               "model is refitted on every training row); 0: follow the data size (every row, with k-fold selection "
               f"and a k-fold ensemble, up to {budget.CV_MAX_ROWS:,} train + validation rows; else "
               f"{budget.TUNE_ROWS:,})", min=0),
-        Param("retrain", bool, False, "train even when a version from the same export and parameters exists"),
+        Param("retrain", str, "false", "false: reuse a version trained from the same data and parameters; true: "
+              "train anyway; auto: train only when monitoring says retraining is due or there is no champion",
+              choices=("false", "true", "auto")),
         SPEC_PARAM,
         Param("distiller", str, "off", "AEP only: also train Data Distiller's own model (MODEL_TYPE) on the same "
               "training rows in Query Service, evaluate it on the same holdout and log its metrics next to "

@@ -113,16 +113,18 @@ def oracle_table(data, lo: int, hi: int) -> pa.Table:
                                 schema=_schema_for(data.model))
 
 
-def write_oracle(data, path: str | os.PathLike) -> Path:
-    """Write the oracle of ``data`` to ``path`` atomically (readers see the old file or the
-    new one, never a partial one); memory stays bounded by writing it in pieces."""
+def write_oracle(data, path: str | os.PathLike, extension=None) -> Path:
+    """Write the oracle of ``data`` (and of its ``extension``, the same users later:
+    :func:`cmle.synthetic.extend.extend`) to ``path`` atomically (readers see the old file or
+    the new one, never a partial one); memory stays bounded by writing it in pieces."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
     try:
         with pq.ParquetWriter(tmp, _schema_for(data.model), compression="zstd") as writer:
-            for table in data.iter_oracle_tables():
-                writer.write_table(table, row_group_size=1 << 20)
+            for part in (data, extension):
+                for table in part.iter_oracle_tables() if part is not None else ():
+                    writer.write_table(table, row_group_size=1 << 20)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -108,6 +108,25 @@ def test_main_runs_on_aep_and_leaves_no_secret(double, tmp_cwd, monkeypatch):
         assert (len(double.schemas), len(double.fieldgroups), len(double.flows), len(double.segments)) == counts
         assert double.duplicates() == {}
 
+        # --- time moves forward: realised outcomes joined in Query Service, factor rules in PQL ---
+        synthetic = {k: PARAMS[k] for k in ("profiles", "weeks", "end_date", "seed")}
+        ext = run_stage("synthetic", settings, {**synthetic, "extend_weeks": 2})
+        assert ext["extension_events"] > 0 and double.duplicates() == {}
+        mon = run_stage("monitor", settings, {})
+        assert mon["ripe_runs"] == 1 and mon["realised"]["score_export_time"] == out["score"]["export_time"]
+        assert mon["realised_profiles"] == out["score"]["rows"] and 0 < mon["realised_positives"]
+        assert 0.0 <= mon["realised_auc"] <= 1.0 and mon["psi_score"] is not None
+        from cmle import storage
+
+        scored = storage.read_export(out["score"]["scores_url"]).to_pandas()
+        feature = scored["factors"].explode().dropna().map(lambda f: f["feature"]).value_counts().index[0]
+        aud = run_stage("audience", settings, {"rules": f"f1:top:50:factor={feature}", "destination": ""})
+        expected = sum(p >= 51 and any(f["feature"] == feature for f in fs)
+                       for p, fs in zip(scored["percentile"], scored["factors"]))
+        assert aud["audiences"]["f1"]["qualified"] == expected > 0
+        assert "exists F from" in next(s["expression"]["value"] for s in double.segments.values()
+                                       if s["name"].startswith("[CMLE] Audience f1"))
+
         # --- cleanup deletes everything the pipeline created on the platform ---------------
         done = run_stage("cleanup", settings, {})
         assert done["resources"] > 10

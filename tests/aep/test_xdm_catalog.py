@@ -117,3 +117,25 @@ def test_a_patch_that_does_not_enable_profile_is_a_clear_error(aep, double, monk
     fg = aep.get_or_create_field_group(naming.profile_field_group(OWNER), PROFILE_FIELDS, PROFILE)
     with pytest.raises(PlatformError, match="still not enabled for Profile after the PATCH"):
         aep.get_or_create_schema(naming.profile_schema(OWNER), PROFILE, [fg], profile_enabled=True)
+
+
+def test_the_scores_field_group_declares_factors_as_an_array_of_objects(aep, double):
+    """The factors field is what the field constraints guide asks of an array of objects; an
+    existing scores field group gains it; the double refuses an array without items."""
+    from cmle.platform.aep.errors import AEPError
+    from cmle.scoring.schema import XDM_FIELDS
+
+    title = naming.score_field_group(OWNER)
+    old = {k: v for k, v in XDM_FIELDS.items() if k != "factors"}
+    fg = aep.get_or_create_field_group(title, old, PROFILE)
+    assert aep.get_or_create_field_group(title, XDM_FIELDS, PROFILE) == fg  # extended, not duplicated
+    props = double.fieldgroups[fg]["definitions"]["customFields"]["properties"]["_cmle"]["properties"]
+    factors = props["factors"]
+    assert factors["type"] == "array" and factors["items"]["type"] == "object"
+    assert factors["items"]["properties"]["contribution"] == {"title": "contribution", "type": "number"}
+    assert set(factors["items"]["properties"]) == {"feature", "name", "value", "contribution"}
+    assert not double.violations
+    body = aep.xdm.field_group_body("[CMLE] bad array (cmle)", {"userid": "string"}, PROFILE)
+    body["definitions"]["customFields"]["properties"]["_cmle"]["properties"]["x"] = {"type": "array"}
+    with pytest.raises(AEPError, match="an array needs items"):
+        aep.xdm.c.transport.call(lambda: aep.xdm.c.schema.createFieldGroup(body), what="create")

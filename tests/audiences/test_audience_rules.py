@@ -93,3 +93,39 @@ def test_reach_curve_counts_profiles_at_or_above_each_threshold():
     assert curve["reached"].is_monotonic_decreasing
     empty = reach_curve([], thresholds=[0.1, 0.5])
     assert empty["reached"].tolist() == [0, 0] and empty["share"].tolist() == [0.0, 0.0]
+
+
+# --- influential factors in rules -------------------------------------------------------------
+def test_a_rule_can_ask_for_a_factor_among_the_top_factors():
+    from cmle.audiences.rules import FactorRule, format_rules, parse_rules
+    from cmle.pql import to_sql
+
+    rules = parse_rules("hi_email:bucket:high:factor=emails_opened;top_any:top:20:factor=emails_opened,recency")
+    hi, top = rules
+    assert isinstance(hi, FactorRule) and hi.features == ("emails_opened",) and hi.kind == "bucket+factor"
+    assert hi.pql("cmle") == ('(_cmle.bucket = "high") and '
+                              '(exists F from _cmle.factors where F.feature = "emails_opened")')
+    assert parse_rules(format_rules(rules)) == rules
+    assert "emails_opened among their top influential factors" in hi.describe()
+    scores = pd.DataFrame({
+        "propensity": [0.9, 0.9, 0.9, 0.1], "percentile": [99, 95, 85, 10], "bucket": ["high", "high", "high", "low"],
+        "factors": [[{"feature": "emails_opened"}], [{"feature": "recency"}, {"feature": "emails_opened"}],
+                    [{"feature": "recency"}], None]})
+    assert hi.mask(scores).tolist() == [True, True, False, False]
+    assert top.mask(scores).tolist() == [True, True, True, False]  # either feature
+    # the embedded platform evaluates the same PQL to the same rows
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("s", scores.assign(i=range(len(scores)), factors=[[{"feature": f["feature"], "contribution": 1.0} for f in fs]
+                                             if fs else None for fs in scores["factors"]]))
+    got = con.sql(f"SELECT i FROM s WHERE {to_sql(hi.pql('cmle'), 'cmle')} ORDER BY i").fetchall()
+    assert [r[0] for r in got] == [0, 1]
+
+
+@pytest.mark.parametrize("text", ["a:bucket:high:factor=", "a:bucket:high:factor=bad name", "a:top:10:factor=x-y"])
+def test_bad_factor_conditions_are_refused(text):
+    from cmle.audiences.rules import parse_rules
+
+    with pytest.raises(ParameterError, match="factor="):
+        parse_rules(text)

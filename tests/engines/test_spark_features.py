@@ -74,3 +74,46 @@ def test_engine_spark_moves_featurize_only_on_the_embedded_platform(settings):
     assert spark_features.runs_features(_engine(settings, "spark"))
     aep = replace(settings, platform=replace(settings.platform, engine="spark", backend="aep"))
     assert not spark_features.runs_features(aep)  # Query Service runs it next to the data
+
+
+def test_realised_outcomes_on_spark_equal_the_embedded_platforms(settings, platform, spark, ctx, mlflow_store):
+    """The outcome SQL of `monitor` on Spark (score files as a view) gives the cells DuckDB gives."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from cmle.scoring import batch
+    from cmle.stages import monitor
+    from tests.scoring.toy import make_scores, write_score_run
+
+    rows, profiles = random_data(150, seed=4)
+    events, _ = put_data(platform, "cmle", rows, profiles)
+    users = sorted({r[0] for r in rows})
+    scores = make_scores(len(users), ids=users)
+    export_time = write_score_run(settings, pa.Table.from_pandas(scores, preserve_index=False))
+    run = batch.find_score_run(settings.storage_url, settings.cloud.import_path, naming.scores_folder("cmle"),
+                               export_time)
+    t = dt.datetime(2025, 2, 20, tzinfo=dt.timezone.utc)
+    from cmle.context import Context
+
+    spark_ctx = Context(_engine(settings, "spark"))
+    try:
+        on_spark, status = monitor.realised_cells(spark_ctx, _spec(), events, run, t, 14, 60)
+    finally:
+        spark_ctx.close()
+    flat = platform.put_table("flat_scores", pa.Table.from_pandas(scores[["userid", "propensity", "bucket", "decile"]]))
+    sql = render.outcome_sql(events.table, platform.tenant_id, t, 14, f"SELECT * FROM {flat.table}", spec=_spec())
+    local = platform.query(sql)
+    key = ["bucket", "decile", "p_bin"]
+    a = local.sort_values(key).reset_index(drop=True)
+    b = on_spark.sort_values(key).reset_index(drop=True)
+    assert status == "ripe" and len(a) == len(b) > 10 and int(b["positives"].sum()) > 0
+    for c in ("profiles", "positives"):
+        assert a[c].astype(int).tolist() == b[c].astype(int).tolist()
+    assert a["propensity_sum"].astype(float).round(9).tolist() == b["propensity_sum"].astype(float).round(9).tolist()
+
+
+def _spec():
+    from cmle.modelspec import spec_for_synthetic
+
+    return spec_for_synthetic()

@@ -115,3 +115,29 @@ def test_summaries_of_partitions_merge_to_the_whole():
     merged = spark_scoring.merge_summaries(parts)
     assert merged.metrics() == pytest.approx(whole.metrics())
     assert list(merged.score_counts) == list(whole.score_counts)
+
+
+def test_factors_on_spark_equal_the_local_factors(settings, platform, spark, ctx, mlflow_store):
+    """Each Spark task explains its rows with the same explainer: the same factors, the same global view."""
+    from tests.model import fabricate
+    from cmle.scoring.model_ref import ModelRef
+    from cmle.stages.score import factor_job
+
+    name = settings.cloud.model_name
+    version = fabricate.register_version(name, fabricate.training_frame(1500), alias="champion")
+    mv = mlflow.MlflowClient().get_model_version(name, version)
+    ref = ModelRef(name=name, version=version, requested="champion", run_id=mv.run_id)
+    put_scoring_set(platform, settings, fabricate.arrow(fabricate.features(600, seed=4)))
+    source = newest_feature_export(ctx, "scoring")
+    model = model_ref.load(ref)
+    local_job, spark_job = (factor_job(model, ref, 2, "fast", 600) for _ in range(2))
+    local = batch.score_export(model, ref, source, *_where(settings), batch_rows=128, explain=local_job)
+    on_spark = spark_scoring.score_export(ref, source, *_where(settings), spark=spark, model=model,
+                                          explain=spark_job)
+    a, b = _rows(local), _rows(on_spark)
+    assert a["factors"].map(len).sum() > 600  # most profiles have two positive factors
+    fa, fb = ([list(map(dict, r)) for r in x["factors"]] for x in (a, b))
+    assert fa == fb
+    assert on_spark.factors == 2 and batch.read_run(on_spark.url, on_spark.export_time).factors_asked == 2
+    assert spark_job.view.rows == local_job.view.rows == 600
+    assert spark_job.view.abs_sum == pytest.approx(local_job.view.abs_sum)

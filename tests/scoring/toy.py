@@ -87,6 +87,8 @@ def make_scores(n: int = 200, seed: int = 1, version: str = "1", model_name: str
         "bucket": np.where(score < 25, "low", np.where(score >= 75, "high", "medium")),
         "model_name": model_name, "model_version": version,
         "score_date": pd.Timestamp("2026-01-02", tz="UTC"),
+        "factors": [[{"feature": "f1", "name": "feature one", "value": "3", "contribution": 0.5}]
+                    if i % 2 else [] for i in range(len(ids))],
     })[list(SCORE_COLUMNS)]
 
 

@@ -102,7 +102,8 @@ def test_stage_declares_its_parameters():
     stage = get_stage("synthetic")
     assert {p.name: (p.type, p.default) for p in stage.params} == {
         "profiles": (int, 100_000), "weeks": (int, 10), "end_date": (str, ""), "seed": (int, 42),
-        "legacy": (bool, False), "churn": (bool, True), "spec": (str, "")}
+        "legacy": (bool, False), "churn": (bool, True), "extend_weeks": (int, 0), "shift_events": (float, 1.0),
+        "shift_conversion": (float, 0.0), "spec": (str, "")}
 
 
 def test_a_spec_of_your_own_data_skips_the_synthetic_data(settings, mlflow_store):

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from cmle.errors import PlatformError
+from cmle.platform import fields as fields_
 from cmle.platform.aep.client import AEPClient
 from cmle.platform.aep.errors import AEPError, PermissionDeniedError
 from cmle.platform.aep.http import AEPNotFound
@@ -29,14 +30,7 @@ from cmle.platform.base import EXPERIENCE_EVENT, PROFILE, XDM_CLASSES, Resource
 
 log = logging.getLogger(__name__)
 
-XDM_TYPES: dict[str, dict] = {
-    "string": {"type": "string"},
-    "number": {"type": "number"},
-    "integer": {"type": "integer"},
-    "boolean": {"type": "boolean"},
-    "date-time": {"type": "string", "format": "date-time"},
-    "date": {"type": "string", "format": "date"},
-}
+XDM_TYPES: dict[str, dict] = fields_.XDM_SCALARS
 # The notebooks' ExperienceEvent schema also carries these standard field groups; the
 # synthetic events have `directMarketing` and `web` objects.
 EE_STANDARD_FIELD_GROUPS = (
@@ -111,11 +105,11 @@ class XDM:
     def field_group_body(self, title: str, fields: dict[str, str], extends: str) -> dict:
         if extends not in XDM_CLASSES:
             raise PlatformError(f"field group {title!r}: unknown class {extends!r}")
-        bad = {k: v for k, v in fields.items() if v not in XDM_TYPES}
+        bad = {k: v for k, v in fields.items() if not fields_.field_type_ok(v)}
         if bad:
             raise PlatformError(f"field group {title!r}: unsupported XDM types {bad}")
         tenant = f"_{self.tenant_id()}"
-        props = {name: {"title": name, **XDM_TYPES[t]} for name, t in fields.items()}
+        props = {name: fields_.xdm_property(name, t) for name, t in fields.items()}
         return {
             "title": title,
             "description": f"{title}: custom fields of the cmle package",

@@ -15,7 +15,7 @@ here before PostgreSQL sees it. Rules beyond sqlglot's Spark -> Postgres transpi
 * **Anonymous blocks.** ``$$ BEGIN stmt; ...; END $$`` (how Query Service runs several
   statements as one query) becomes the list of its statements.
 * **Spark functions PostgreSQL lacks** are defined once per database by
-  :data:`SHIM_FUNCTIONS` (``unix_micros``, ``hour``, ``day_of_week``, ``arg_max``, ...).
+  :data:`SHIM_FUNCTIONS` (``unix_micros``, ``hour``, ``day_of_week``, ``arg_max``, ``round`` of a double, ...).
 * **Arrays and maps** (``identityMap``, ``productListItems``) are ``jsonb`` columns:
   ``identityMap['ECID'][0].id`` becomes ``"identityMap" -> 'ECID' -> 0 ->> 'id'``,
   ``size(x)`` ``jsonb_array_length(x)``, and the per-row sum over an array's elements,
@@ -48,6 +48,8 @@ CREATE OR REPLACE FUNCTION unix_seconds(ts timestamptz) RETURNS bigint
   LANGUAGE sql IMMUTABLE AS $f$ SELECT floor(extract(epoch FROM ts))::bigint $f$;
 CREATE OR REPLACE FUNCTION bitwise_count(x bigint) RETURNS int
   LANGUAGE sql IMMUTABLE AS $f$ SELECT length(replace(x::bit(64)::text, '0', '')) $f$;
+CREATE OR REPLACE FUNCTION round(x double precision, d int) RETURNS double precision
+  LANGUAGE sql IMMUTABLE AS $f$ SELECT round(x::numeric, d)::double precision $f$;
 CREATE OR REPLACE FUNCTION hour(ts timestamptz) RETURNS int
   LANGUAGE sql IMMUTABLE AS $f$ SELECT extract(hour FROM ts)::int $f$;
 CREATE OR REPLACE FUNCTION minute(ts timestamptz) RETURNS int

@@ -267,11 +267,35 @@ def _check_xdm(d, schema: dict, name: str, t: pa.Schema) -> tuple[str, str] | No
         if f.name not in declared:
             return "DCVS-1105-400", f"{name}: {tenant}.{f.name} is not in the schema"
         xdm = declared[f.name]
-        kind = "date-time" if xdm.get("format") in ("date-time", "date") else xdm.get("type")
-        ok = XDM_ARROW_OK.get(kind, lambda t_: pa.types.is_timestamp(t_) or pa.types.is_date(t_))(f.type)
-        if not ok:
+        if not _fits(xdm, f.type):
+            kind = "date-time" if xdm.get("format") in ("date-time", "date") else xdm.get("type")
             return "DCVS-1106-400", f"{name}: {tenant}.{f.name} is {f.type}, the schema says {kind}"
     return None
+
+
+def _fits(xdm: dict, t: pa.DataType) -> bool:
+    """Whether Arrow data of type ``t`` fits the XDM field ``xdm`` (arrays: every element;
+    objects: every field declared and fitting)."""
+    kind = "date-time" if xdm.get("format") in ("date-time", "date") else xdm.get("type")
+    if pa.types.is_null(t):
+        return True
+    if kind == "array":
+        items = xdm.get("items") or {}
+        return (pa.types.is_list(t) or pa.types.is_large_list(t)) and _fits(items, t.value_type)
+    if kind == "object":
+        props = xdm.get("properties") or {}
+        return pa.types.is_struct(t) and all(f.name in props and _fits(props[f.name], f.type) for f in t)
+    return XDM_ARROW_OK.get(kind, lambda t_: pa.types.is_timestamp(t_) or pa.types.is_date(t_))(t)
+
+
+def xdm_arrow_type(xdm: dict) -> pa.DataType:
+    """The Arrow type of an XDM field (what a dataset's table holds for it)."""
+    kind = xdm.get("format") if xdm.get("format") in ("date-time", "date") else xdm.get("type")
+    if kind == "array":
+        return pa.list_(xdm_arrow_type(xdm.get("items") or {"type": "string"}))
+    if kind == "object":
+        return pa.struct([(k, xdm_arrow_type(v)) for k, v in (xdm.get("properties") or {}).items()])
+    return XDM_ARROW_TYPES.get(kind, pa.string())
 
 
 def invalid_ecids(values: list) -> list[str]:
@@ -302,8 +326,7 @@ def _with_declared_fields(d, schema: dict | None, files: pa.Schema) -> pa.Schema
     extra = []
     for name, xdm in tenant_fields(d, schema).items():
         if name not in have:
-            kind = xdm.get("format") if xdm.get("format") in ("date-time", "date") else xdm.get("type")
-            extra.append(pa.field(name, XDM_ARROW_TYPES.get(kind, pa.string())))
+            extra.append(pa.field(name, xdm_arrow_type(xdm)))
     if not extra:
         return files
     return files.set(files.get_field_index(tenant), pa.field(tenant, pa.struct([*struct, *extra])))

@@ -63,9 +63,52 @@ def list_fieldgroups(d, req: Req):
     return _page(d, req, sorted(items, key=lambda f: f["title"]), _summary)
 
 
+XDM_TYPES = ("string", "number", "integer", "boolean", "object", "array")
+
+
+def field_problem(node, path: str) -> str | None:
+    """What is wrong with a field definition, by the field constraints guide (XDM): a known
+    ``type``; an array has ``items`` (itself a field); an object has ``properties`` (or is a
+    map with ``additionalProperties``); or a ``$ref`` to a data type."""
+    if not isinstance(node, dict):
+        return f"{path}: a field must be an object"
+    if "$ref" in node:
+        return None
+    kind = node.get("type")
+    if kind not in XDM_TYPES:
+        return f"{path}: type {kind!r} is not one of {', '.join(XDM_TYPES)}"
+    if kind == "array":
+        if not isinstance(node.get("items"), dict):
+            return f"{path}: an array needs items"
+        return field_problem(node["items"], path + "[]")
+    if kind == "object":
+        props = node.get("properties")
+        if isinstance(node.get("additionalProperties"), dict):
+            return None
+        if not isinstance(props, dict) or not props:
+            return f"{path}: an object needs properties"
+        for name, child in props.items():
+            problem = field_problem(child, f"{path}.{name}")
+            if problem:
+                return problem
+    return None
+
+
+def _check_definitions(d, body: dict) -> None:
+    tenant = f"_{d.tenant}"
+    for key, definition in (body.get("definitions") or {}).items():
+        for root, node in ((definition or {}).get("properties") or {}).items():
+            problem = field_problem(node, f"definitions.{key}.{root}")
+            if problem:
+                raise aep_error(400, "XDM-1000-400", f"invalid field definition: {problem}")
+            if root != tenant and root.startswith("_"):
+                raise aep_error(400, "XDM-1011-400", f"custom fields must be under {tenant}")
+
+
 @route("POST", SR + "/tenant/fieldgroups")
 def create_fieldgroup(d, req: Req):
     body = req.json or {}
+    _check_definitions(d, body)
     extends = body.get("meta:intendedToExtend") or []
     if not body.get("title") or not body.get("definitions") or not extends:
         raise aep_error(400, "XDM-1000-400", "a field group needs title, definitions and meta:intendedToExtend")
@@ -91,6 +134,7 @@ def get_fieldgroup(d, req: Req):
 def put_fieldgroup(d, req: Req):
     fg = _find(d.fieldgroups, req.arg(0))
     body = req.json or {}
+    _check_definitions(d, body)
     with d.lock:
         fg.update({k: v for k, v in body.items() if not k.startswith("$") and k != "meta:altId"})
         fg["version"] = f"1.{int(fg['version'].split('.')[1]) + 1}"
