@@ -85,7 +85,7 @@ def test_main_end_to_end_and_rerun_duplicates_nothing(tmp_path):
     assert len(parents) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert [c.data.tags["cmle.stage"] for c in sorted(children, key=lambda r: r.info.start_time)] == [
-        "synthetic", "explore", "featurize", "export", "train", "promote", "score", "ingest", "audience"]
+        "synthetic", "explore", "featurize", "export", "train", "promote", "score", "ingest", "audience", "monitor"]
 
     # run main again: the same rows, batches, model versions and audiences
     mlflow_run(proj, "main", *SMALL)
