@@ -75,13 +75,14 @@ class PlatformSettings:
 
     ims_org_id: str = _meta(default="", help="IMS organisation id (AEP backend)")
     sandbox_name: str = _meta(default="prod", help="AEP sandbox name")
-    environment: str = _meta(default="prod", help="AEP environment: " + ENVIRONMENTS_HINT)
+    environment: str = _meta(default="prod", help="AEP environment: " + ENVIRONMENTS_HINT + " (mapped to hosts as aepp maps it)")
     backend: str = _meta(default="local", choices=BACKENDS, help="local (embedded) or aep")
     local_root: str = _meta(default=".cmle/platform", help="folder of the embedded platform")
-    tenant_id: str = _meta(default="cmle", help="tenant id of the embedded platform (AEP reads its own)")
+    tenant_id: str = _meta(default="cmle", help="tenant id of the embedded platform: custom fields live under "
+                                                "`_<tenant_id>` (AEP reads its own)")
     owner: str = _meta(default="cmle", help="who the resources belong to: every name carries it (with a hash), "
                                             "and cleanup deletes only what this owner created")
-    platform_url: str = _meta(default="", help="override of the AEP API base URL")
+    platform_url: str = _meta(default="", help="override of the AEP API base URL (private endpoints, proxies, test doubles)")
     ims_url: str = _meta(default="", help="override of the IMS base URL")
     request_timeout: float = _meta(default=60.0, kind=float, help="seconds per HTTP request")
     qs_sslmode: str = _meta(default="require", choices=QS_SSLMODES,
@@ -108,7 +109,7 @@ class AuthenticationSettings:
     client_secret: Secret = _meta(default=None, secret=True, help="set CMLE_AUTHENTICATION_CLIENT_SECRET")
     scopes: str = _meta(default="openid, AdobeID, read_organizations, additional_info.projectedProductContext, "
                                 "session", help="OAuth scopes, comma separated")
-    tech_acct_id: str = _meta(default="", help="technical account id (kept for the CMLE template)")
+    tech_acct_id: str = _meta(default="", help="technical account id (kept for the CMLE template; unused by OAuth)")
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,10 @@ class CloudSettings:
     import_path: str = _meta(default="cmle/ingress", help="folder of score files in cloud storage")
     data_format: str = _meta(default="parquet", choices=DATA_FORMATS, help="export file format")
     compression_type: str = _meta(default="gzip", choices=COMPRESSIONS, help="export compression")
-    model_name: str = _meta(default="cmle_propensity_model", help="registered model name")
-    storage_url: str = _meta(default="", help="cloud storage root URL (default: <local_root>/landing)")
+    model_name: str = _meta(default="cmle_propensity_model",
+                            help="registered model name (three-level catalog.schema.model on Unity Catalog)")
+    storage_url: str = _meta(default="", help="cloud storage root of exports and score files: a folder, s3://, "
+                                              "abfss://, gs:// (default: <local_root>/landing)")
     export_destination: str = _meta(default="dlz", choices=EXPORT_DESTINATIONS,
                                     help="AEP backend: where dataset exports go (dlz = Data Landing Zone)")
     destination_connection_id: str = _meta(default="", help="AEP backend, export_destination other than dlz: id "
@@ -131,8 +134,10 @@ class CloudSettings:
 class MLflowSettings:
     """Section ``[MLflow]``."""
 
-    tracking_uri: str = _meta(default="sqlite:///mlflow.db", help="MLflow tracking URI")
-    registry_uri: str = _meta(default="", help="MLflow registry URI (default: the tracking URI)")
+    tracking_uri: str = _meta(default="sqlite:///mlflow.db",
+                              help="MLflow tracking URI (MLFLOW_TRACKING_URI in the environment wins over it)")
+    registry_uri: str = _meta(default="", help="MLflow registry URI (default: the tracking URI; databricks-uc for "
+                                               "Unity Catalog)")
     experiment_name: str = _meta(default="cmle", help="MLflow experiment name")
 
 

@@ -4,7 +4,7 @@ Everything is computed against a :class:`Reference` — the distribution of cali
 propensities over the training population's holdout rows, stored inside the model — so a
 profile gets the same outputs whatever batch it is scored in.
 
-Definitions (all pure; documented in the README):
+Definitions (all pure; documented in docs/concepts/registry.md, "The model and its outputs"):
 
 - ``propensity``: the calibrated probability of converting in the outcome window.
 - ``score`` (int 0–100): Customer AI's "relative likelihood compared to the overall

@@ -8,7 +8,7 @@ Pure data (no randomness here). Two parameter sets:
   dependent type's mean number of children per parent is ``weekly_rate * weeks``.
 * :data:`DEFAULT_MODEL` — the same event types, dependency graph, timing and propensity
   deltas, with every parent's children kept (a real branching process) and the branching
-  factors re-calibrated so that the data stay realistic: see ``README`` (synthetic data) and
+  factors re-calibrated so that the data stay realistic: see ``docs/stages/synthetic.md`` and
   :func:`SimulationModel.expected_counts`.
 
 A model's meaning (both modes): base events arrive as a Poisson process over the window;
@@ -193,7 +193,7 @@ LEGACY_MODEL = SimulationModel(
     children_from_weekly_rate=True,
 )
 
-# The default model's re-calibration (see the README, "Synthetic data", for the why):
+# The default model's re-calibration (see docs/stages/synthetic.md for the why):
 # expected children per parent event, and the base rates that differ from the notebooks'.
 # Propensity deltas, timing and the dependency graph are the notebooks'.
 DEFAULT_WEEKLY_RATES = {"advertising.impressions": 0.5}

@@ -36,7 +36,7 @@ def test_event_mix_and_rates_match_the_model(no_churn_data):
 
 def test_default_figures_are_in_the_documented_ranges(default_data):
     d = default_data
-    # documented in the README: about 13.6 events per profile, 16 % conversion, 39 % churn
+    # documented in docs/stages/synthetic.md: about 13.6 events per profile, 16 % conversion, 39 % churn
     assert 12.5 <= d.events_per_profile <= 14.5
     assert 0.14 <= d.conversion_rate <= 0.18
     assert 0.36 <= d.churn_rate <= 0.42

@@ -84,6 +84,7 @@ class AEPDouble:
         self.specs = spec_registry()
         self.faults = FaultPlan()
         self.lock = threading.RLock()
+        self.role_lock = threading.Lock()  # serialises ALTER ROLE (PostgreSQL refuses concurrent ones)
         # --- observable behaviour -------------------------------------------------------
         self.violations: list[str] = []
         self.unimplemented: list[str] = []
@@ -261,12 +262,13 @@ class AEPDouble:
         with self.lock:
             for t in self.tokens:
                 self.tokens[t] = 0.0
-        with self.admin() as cur:
+        with self.role_lock, self.admin() as cur:
             cur.execute(f'ALTER ROLE "{self.org_id}" PASSWORD %s', (secrets.token_hex(16),))
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (self.org_id,))
 
     def set_qs_password(self, token: str) -> None:
-        with self.admin() as cur:
+        # two ALTER ROLEs at once make PostgreSQL fail one ("tuple concurrently updated")
+        with self.role_lock, self.admin() as cur:
             cur.execute(f'ALTER ROLE "{self.org_id}" PASSWORD %s', (token,))
 
     # --- background work -------------------------------------------------------------------------
