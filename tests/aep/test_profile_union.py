@@ -90,3 +90,25 @@ def test_double_refuses_an_export_into_a_dataset_not_on_the_union_schema(aep, do
                                "x-gw-ims-org-id": double.org_id, "x-sandbox-name": double.sandbox,
                                "Content-Type": "application/json"})
     assert r.status_code == 400 and "union schema" in r.text
+
+
+def test_featurize_with_a_union_spec_on_aep_equals_featurize_with_the_profiles_dataset(double, tmp_cwd):
+    from aep.conftest import aep_env
+    from cmle.config import load_settings
+    from cmle.modelspec import packaged_spec_text
+    from cmle.runner import run_stage
+
+    spec = tmp_cwd / "union.yaml"
+    spec.write_text(packaged_spec_text().replace(
+        'profiles:\n  identity: {field: "_{tenant}.userid", namespace: ECID}\n', "profiles:\n  union: true\n"))
+    settings = load_settings(env=aep_env(double, CMLE_MLFLOW_TRACKING_URI=f"sqlite:///{tmp_cwd / 'mlflow.db'}",
+                                         CMLE_PLATFORM_LOCAL_ROOT=str(tmp_cwd / "local")))
+    run_stage("synthetic", settings, {"profiles": 300, "weeks": 6, "seed": 3})
+    params = {"min_positives": 3, "min_negatives": 3, "framing": "pit"}
+    keys = ("training_rows", "training_positives", "training_features", "scoring_rows", "snapshot_ts")
+    by_dataset = run_stage("featurize", settings, params)
+    by_union = run_stage("featurize", settings, {**params, "spec": str(spec), "rebuild": True})
+    assert {k: by_union[k] for k in keys} == {k: by_dataset[k] for k in keys}
+    assert len(double.export_jobs) == 1
+    run_stage("featurize", settings, {**params, "spec": str(spec), "rebuild": True})
+    assert len(double.export_jobs) == 1  # the export is newer than the events: reused
