@@ -51,6 +51,10 @@ def test_union_is_exported_into_an_owner_dataset_on_the_union_schema(aep, double
     assert got["region"].tolist() == ["north", "south", "north", "south"]
     polls = [p for p in double.request_paths if p.startswith("/data/core/ups/export/jobs/")]
     assert polls  # the job was polled to its end
+    [res] = [r for r in aep.list_resources() if r.kind == "dataset" and r.id == ds.id]
+    assert res.owner == "cmle"
+    aep.delete_resource(res)  # cleanup deletes it (and never AEP's union schema)
+    assert ds.id not in double.datasets
 
 
 def test_rerun_reuses_a_fresh_export_and_a_stale_one_is_replaced(aep, double, profiles):

@@ -21,6 +21,7 @@ from .pgload import BATCH_COLUMN, q, rows_table
 from .router import Req, Resp, aep_error, route
 from .server import new_id, now_ms
 from .svc_catalog import UNION_SCHEMA, add_ctas_batch, table_of
+from .svc_segments import job_runs, newest_jobs
 
 UPS = "/data/core/ups"
 PROFILE_SCHEMA_NAME = "_xdm.context.profile"
@@ -84,10 +85,7 @@ def create_export_job(d, req: Req):
 
 @route("GET", UPS + "/export/jobs")
 def list_export_jobs(d, req: Req):
-    limit = int(req.q("limit", "100") or 100)
-    items = sorted(d.export_jobs.values(), key=lambda j: j["creationTime"], reverse=True)
-    if req.q("status"):
-        items = [j for j in items if j["status"] == req.q("status")]
+    items, limit = newest_jobs(d.export_jobs, req)
     return {"records": items[:limit], "page": {"sortField": "createdTime", "sort": "desc",
                                                "pageSize": min(limit, len(items))}}
 
@@ -105,15 +103,7 @@ def get_export_job(d, req: Req):
 
 def run_export_job(d, job_id: int) -> None:
     job = d.export_jobs[job_id]
-    if not d.sleep(d.delay_s):
-        return
-    with d.lock:
-        job.update(status="PROCESSING", updateTime=now_ms())
-    if not d.sleep(d.delay_s):
-        return
-    if d.faults.consume("fail_job"):
-        with d.lock:
-            job.update(status="FAILED", errors=[{"code": "0100000003", "msg": "injected failure"}], updateTime=now_ms())
+    if not job_runs(d, job):
         return
     fields = [f for f in job["fields"].split(",") if f and f != "identityMap"]
     table = union_table(d, fields)
