@@ -16,7 +16,9 @@ dataset based on the XDM Individual Profile union schema (Adobe's "export jobs" 
   the dataset holds one export, never a profile twice;
 * reuse: when the newest successful job into the dataset exported the same fields with the
   same merge policy, was created after ``fresh_after`` (the stages pass the newest events
-  batch) and its batch is the dataset's live one, nothing is exported again.
+  batch) and its batch is the dataset's live one, nothing is exported again. Jobs are looked
+  for in the newest page of ``GET /export/jobs`` (100): in a sandbox busier than that an
+  export may be made again, never doubled in the dataset.
 
 Our own calls (segmentation.yaml, profile.yaml), not aepp's: one request each, validated
 against the specs in the tests.
