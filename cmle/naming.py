@@ -77,6 +77,12 @@ def profiles_dataset(owner: str) -> str:
     return _title("Synthetic profiles", owner)
 
 
+def profile_union_dataset(owner: str, key: str) -> str:
+    """The dataset holding the profile union of one set of fields and merge policy (``key``:
+    :func:`cmle.platform.union.union_key`), so that specs reading other fields never share one."""
+    return _title(f"Profile union {key}", owner)
+
+
 # Featurization (stage `featurize`): CTAS datasets are named like tables.
 def training_set(owner: str, framing: str = "pit") -> str:
     return _table("training_set" if framing == "pit" else f"training_set_{framing}", owner)

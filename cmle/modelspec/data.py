@@ -44,6 +44,8 @@ def dataset_of(platform: Platform, spec: ModelSpec, owner: str, section: str) ->
     error naming the spec line when it does not exist."""
     if section == "profiles" and spec.profiles is None:
         return None
+    if section == "profiles" and spec.profiles.union:
+        return profile_union(platform, spec, owner)
     if spec.synthetic:
         ref = DatasetRef(name=(naming.events_dataset if section == "events" else naming.profiles_dataset)(owner))
     else:
@@ -56,6 +58,36 @@ def dataset_of(platform: Platform, spec: ModelSpec, owner: str, section: str) ->
                                                f"{platform.backend} platform; load your export with `cmle load` "
                                                "(embedded platform), or check the name against the platform's datasets")
     return ds
+
+
+def union_fields(spec: ModelSpec, tenant: str) -> list[str]:
+    """The dotted XDM paths a spec reads from profiles (what a profile union must hold): its
+    identity field (an identityMap identity is always there), ``known_from``, the attributes
+    and the fields of the eligibility's profile condition."""
+    p = spec.profiles
+    paths = [p.identity.field] if p.identity.field is not None else []
+    paths += [p.known_from] if p.known_from is not None else []
+    paths += [a.field for a in p.attributes]
+    if spec.eligibility.profile_condition is not None:
+        paths += list(spec.eligibility.profile_condition.fields())
+    return sorted({f.resolve(tenant).text for f in paths})
+
+
+def profile_union(platform: Platform, spec: ModelSpec, owner: str) -> Dataset:
+    """The spec's profile union as a dataset of the owner (get-or-create; see
+    :meth:`cmle.platform.base.Platform.profile_union`). Fresh enough to reuse: made from the same
+    fields and merge policy after the newest batch of the events dataset arrived, so the profiles
+    are at least as recent as the events the features count."""
+    from cmle.platform.union import union_key
+
+    fields = union_fields(spec, platform.tenant_id)
+    events = dataset_of(platform, spec, owner, "events")
+    newest = max((b.created for b in platform.list_batches(events.id) if b.status == "success"), default=0.0)
+    name = naming.profile_union_dataset(owner, union_key(fields, spec.profiles.merge_policy))
+    try:
+        return platform.profile_union(name, fields, spec.profiles.merge_policy, fresh_after=newest)
+    except NotFoundError as exc:  # e.g. a merge policy the sandbox does not have
+        raise spec.error(("profiles", "merge_policy" if spec.profiles.merge_policy else "union"), str(exc)) from None
 
 
 def datasets(platform: Platform, spec: ModelSpec, owner: str) -> tuple[Dataset, Dataset | None]:
@@ -222,4 +254,4 @@ def top_event_types(platform: Platform, spec: ModelSpec, ds: Dataset, tenant: st
 
 
 __all__ = ["DataRange", "check_fields", "check_goal", "data_range", "dataset_of", "datasets", "event_fields", "find_dataset",
-           "goal_predicate", "profile_fields", "top_event_types"]
+           "goal_predicate", "profile_fields", "profile_union", "top_event_types", "union_fields"]

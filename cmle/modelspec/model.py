@@ -66,10 +66,12 @@ class Attribute:
 
 @dataclass(frozen=True)
 class ProfilesSource:
-    dataset: DatasetRef | None  # None: the synthetic stage's profiles dataset
+    dataset: DatasetRef | None  # None: the synthetic stage's profiles dataset, or the union
     identity: Identity
     known_from: FieldPath | None
     attributes: tuple[Attribute, ...]
+    union: bool = False  # the platform's merged (union) profiles, made into a dataset
+    merge_policy: str = ""  # with union: a merge policy id ("" = the sandbox's default)
 
     def of_kind(self, kind: str) -> tuple[Attribute, ...]:
         return tuple(a for a in self.attributes if a.kind == kind)
@@ -291,11 +293,23 @@ class _Builder:
                 fld, name, desc = self.named(item, ("profiles", key, i))
                 attrs.append(Attribute(fld, name, kind, desc))
         known = p.get("known_from")
+        union = bool(p.get("union", False))
+        if union and "dataset" in p:
+            raise self.fail(("profiles", "union"), "profiles come from one dataset or from the profile union, "
+                                                   "not both: remove dataset, or remove union: true")
+        if "merge_policy" in p and not union:
+            raise self.fail(("profiles", "merge_policy"), "merge_policy applies to the profile union only: add "
+                                                          "union: true, or remove merge_policy")
+        if not union and "dataset" not in p and not synthetic:
+            raise self.fail(("profiles",), "say where the profiles come from: dataset: <name> (or {id: <id>}), "
+                                           "or union: true for the platform's merged profiles")
+        # The union is exported keyed by identityMap: by default the events' namespace there.
+        default_identity = Identity(namespace=events_identity.namespace) if union else events_identity
         return ProfilesSource(
-            dataset=self.dataset(p.get("dataset"), ("profiles",), synthetic),
-            identity=self.identity(p.get("identity"), ("profiles", "identity"), default=events_identity),
+            dataset=None if union else self.dataset(p.get("dataset"), ("profiles",), synthetic),
+            identity=self.identity(p.get("identity"), ("profiles", "identity"), default=default_identity),
             known_from=self.scalar_path(known, ("profiles", "known_from")) if known else None,
-            attributes=tuple(attrs))
+            attributes=tuple(attrs), union=union, merge_policy=p.get("merge_policy", ""))
 
     def goal(self, g: dict) -> Goal:
         types = tuple(g.get("event_types") or ())

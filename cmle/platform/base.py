@@ -200,6 +200,16 @@ class Platform(Protocol):
     def profile_attributes(self, fields: list[str]) -> "pd.DataFrame":
         """Merged profile attributes (latest value per identity) for ``fields``, with ``userid``."""
 
+    def profile_union(self, name: str, fields: list[str], merge_policy: str = "", fresh_after: float = 0.0,
+                      timeout_s: float = 3600.0) -> Dataset:
+        """The merged (union) profiles as the dataset ``name`` (get-or-create), one row per
+        profile: its ``identityMap`` and the XDM ``fields`` (dotted paths, nested as in XDM),
+        merged with the merge policy ``merge_policy`` (an id; "" = the platform's default,
+        timestamp-ordered). A union of the same fields and merge policy that is still fresh is
+        reused, not made again: on AEP, one made after ``fresh_after`` (epoch seconds); on the
+        embedded platform, one made from the current profile batches.
+        See :mod:`cmle.platform.union`."""
+
     # --- cleanup ------------------------------------------------------------------------
     def list_resources(self) -> list[Resource]:
         """Every resource of the kinds this package creates, with the owner recorded at

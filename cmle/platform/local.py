@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from cmle import failpoints, holder, naming, pql, storage
 from cmle.errors import BatchFailedError, NotFoundError, PlatformError, QueryError
 from cmle.platform import fields as xdm_fields
+from cmle.platform import union
 from cmle.platform.base import (
     BATCH_FAILED,
     BATCH_SUCCESS,
@@ -515,14 +516,18 @@ class LocalPlatform:
         return df
 
     def create_table_as(self, name: str, sql: str, timeout_s: float = 3600.0, key: str | None = None) -> Dataset:
-        if key is not None:
-            ds = self.find_dataset(name)
-            if ds is not None:
-                live = [b for b in self.list_batches(ds.id) if b.status == BATCH_SUCCESS]
-                if len(live) == 1 and live[0].tags.get("cmle.key") == key:
-                    log.info("%s already holds the result for key %s: not running the CTAS again", name, key)
-                    return ds
-        return self._ctas(name, to_duckdb(sql), timeout_s, key=key)
+        held = self._holding(name, key) if key is not None else None
+        return held or self._ctas(name, to_duckdb(sql), timeout_s, key=key)
+
+    def _holding(self, name: str, key: str) -> Dataset | None:
+        """The dataset ``name`` if its one live batch was made for ``key`` (a CTAS not to run again)."""
+        ds = self.find_dataset(name)
+        if ds is not None:
+            live = [b for b in self.list_batches(ds.id) if b.status == BATCH_SUCCESS]
+            if len(live) == 1 and live[0].tags.get("cmle.key") == key:
+                log.info("%s already holds the result for key %s: not running the CTAS again", name, key)
+                return ds
+        return None
 
     def _ctas(self, name: str, translated: str, timeout_s: float = 3600.0, key: str | None = None,
               ordered: bool = False) -> Dataset:
@@ -669,6 +674,40 @@ class LocalPlatform:
         union = " UNION ALL BY NAME ".join(parts)
         aggs = ", ".join(f'arg_max("{f}", _seq) FILTER (WHERE "{f}" IS NOT NULL) AS "{f}"' for f in fields)
         return f"SELECT userid, {aggs} FROM ({union}) GROUP BY userid"
+
+    def _fragments(self) -> list[union.Fragment]:
+        """The successful batches of the Profile-enabled datasets of the Profile class."""
+        out = []
+        rows = self._db().execute("SELECT id, schema_id FROM datasets WHERE profile_enabled=1").fetchall()
+        for ds_id, schema_id in rows:
+            schema = self._resource("schema", schema_id)
+            if schema.get("class") != PROFILE:
+                continue
+            identity = (f"_{self._tenant}", schema["identity"])
+            for bid, seq in self._db().execute("SELECT id, seq FROM batches WHERE dataset_id=? AND status=? "
+                                               "ORDER BY seq", (ds_id, BATCH_SUCCESS)).fetchall():
+                files = tuple(str(p) for p in sorted((self.root / "lake" / ds_id / bid).glob("*.parquet")))
+                if files:
+                    have = frozenset(xdm_fields.from_arrow(pq.read_schema(files[0])))
+                    out.append(union.Fragment(files, seq, identity, schema.get("namespace", "ECID"), have))
+        return out
+
+    def profile_union(self, name: str, fields: list[str], merge_policy: str = "", fresh_after: float = 0.0,
+                      timeout_s: float = 3600.0) -> Dataset:
+        if merge_policy:
+            log.warning("the embedded platform has one merge policy (timestamp-ordered); merge policy %r is "
+                        "used as that one", merge_policy)
+        fragments = self._fragments()
+        if not fragments:
+            raise PlatformError("the profile union is empty: no Profile-enabled dataset of the Profile class holds "
+                                "data on the embedded platform; ingest profiles first (the synthetic stage), or "
+                                "name a profiles dataset in the model spec instead of union: true")
+        # Fresh while its source batches are the current ones: any new or reverted batch remakes it.
+        key = union.union_key(fields, merge_policy, *[f.files for f in fragments])
+        held = self._holding(name, key)
+        if held is not None:
+            return held
+        return self._ctas(name, union.union_sql(fragments, fields), timeout_s, key=key)
 
     def profile_attributes(self, fields: list[str]) -> pd.DataFrame:
         sql = self._profile_sql(fields)

@@ -4,17 +4,18 @@ aepp (0.6.0) for the REST APIs and psycopg2 for Query Service, behind our own tr
 (:mod:`.http`: timeouts, errors raised, retries only where safe, never a duplicate
 creation) and one shared token (:mod:`.auth`). One module per AEP area:
 
-=================  =====================================================================
-:mod:`.xdm`        field groups, schemas, identity descriptors, Profile enablement
-:mod:`.catalog`    datasets, batch state
-:mod:`.batches`    batch ingestion (create, upload Parquet, complete, revert)
-:mod:`.query`      interactive queries (psycopg2) and CTAS (REST)
-:mod:`.flows`      dataset export through Flow Service, landing-zone files
-:mod:`.segments`   audiences, evaluation jobs, activation
-:mod:`.labels`     data usage labels
-:mod:`.models`     Data Distiller models (SQL ML): CREATE MODEL, cleanup
-:mod:`.dataaccess` reading a dataset back, merged profile attributes
-=================  =====================================================================
+=====================  =====================================================================
+:mod:`.xdm`            field groups, schemas, identity descriptors, Profile enablement
+:mod:`.catalog`        datasets, batch state
+:mod:`.batches`        batch ingestion (create, upload Parquet, complete, revert)
+:mod:`.query`          interactive queries (psycopg2) and CTAS (REST)
+:mod:`.flows`          dataset export through Flow Service, landing-zone files
+:mod:`.segments`       audiences, evaluation jobs, activation
+:mod:`.labels`         data usage labels
+:mod:`.models`         Data Distiller models (SQL ML): CREATE MODEL, cleanup
+:mod:`.dataaccess`     reading a dataset back, merged profile attributes
+:mod:`.profileexport`  the profile union as a dataset (Segmentation export jobs)
+=====================  =====================================================================
 
 Where aepp is broken or unsafe a module calls the endpoint through the transport itself
 and says why in its docstring.
@@ -41,6 +42,7 @@ from cmle.platform.aep.flows import ExportService
 from cmle.platform.aep.http import RetryPolicy, Transport
 from cmle.platform.aep.labels import LabelService
 from cmle.platform.aep.models import ModelService
+from cmle.platform.aep.profileexport import ProfileExportService
 from cmle.platform.aep.query import QueryEngine
 from cmle.platform.aep.segments import AudienceService
 from cmle.platform.aep.xdm import XDM
@@ -76,6 +78,7 @@ class AEPPlatform:
         self.labels = LabelService(client)
         self.models = ModelService(self.queries)
         self.data = DataAccess(client, self.catalog)
+        self.profile_exports = ProfileExportService(client, self.catalog, self.batches, poll_s=poll_s)
         self._ecid_fields: dict[str, str | None] = {}  # dataset id -> its ECID identity field (None: none)
 
     @classmethod
@@ -220,6 +223,10 @@ class AEPPlatform:
     # --- profile ------------------------------------------------------------------------
     def profile_attributes(self, fields: list[str]) -> "pd.DataFrame":
         return profile_attributes(self.queries, self.xdm, self._owner_profile_datasets(), fields)
+
+    def profile_union(self, name: str, fields: list[str], merge_policy: str = "", fresh_after: float = 0.0,
+                      timeout_s: float = 3600.0) -> Dataset:
+        return self.profile_exports.profile_union(name, fields, merge_policy, fresh_after, timeout_s)
 
     def _owner_profile_datasets(self) -> list[Dataset]:
         """This owner's Profile-enabled datasets (found by this package's names): the only

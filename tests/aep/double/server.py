@@ -68,7 +68,8 @@ class AEPDouble:
                  sandbox: str = "dev", tenant: str = "cmle", token_ttl: float = 3600.0,
                  delay_s: float = 0.05, hang_s: float = 1.5, flow_ready_s: float = 0.0,
                  retry_after_s: float = 1.0, late_s: float = 2.0):
-        from . import svc_catalog, svc_flows, svc_labels, svc_query, svc_segments, svc_xdm  # noqa: F401 - routes
+        from . import (  # noqa: F401 - routes
+            svc_catalog, svc_flows, svc_labels, svc_profile_export, svc_query, svc_segments, svc_xdm)
 
         self.pg = pg
         self.workdir = Path(workdir)
@@ -116,6 +117,8 @@ class AEPDouble:
         self.runs: dict[str, dict] = {}
         self.segments: dict[str, dict] = {}
         self.jobs: dict[str, dict] = {}
+        self.merge_policies: dict[str, dict] = {}  # besides the default one (svc_profile_export)
+        self.export_jobs: dict[int, dict] = {}
         self.labels: dict[str, tuple[dict, str]] = {}
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()

@@ -56,6 +56,7 @@ SPEC_FILES = {
     "destinations.yaml": "/data/foundation/flowservice",
     "flow-service.yaml": "/data/foundation/flowservice",
     "policy-service.yaml": "/data/foundation/dulepolicy",
+    "profile.yaml": "/data/core",
     "query-service.yaml": "/data/foundation/query",
     "schema-registry.yaml": "/data/foundation/schemaregistry",
     "segmentation.yaml": "/data/core/ups",

@@ -20,6 +20,7 @@ from .server import new_id, now_ms
 from .svc_xdm import tenant_fields
 
 CAT = "/data/foundation/catalog"
+UNION_SCHEMA = "https://ns.adobe.com/xdm/context/profile__union"
 IMP = "/data/foundation/import"
 EXP = "/data/foundation/export"
 XDM_ARROW_OK = {
@@ -71,8 +72,11 @@ def create_dataset(d, req: Req):
     if not name or not schema_id:
         raise aep_error(400, "CAT-400", "a dataset needs a name and a schemaRef")
     schema = d.schemas.get(schema_id)
-    if schema is None:
+    if schema is None and schema_id != UNION_SCHEMA:  # the union schema is AEP's own (global container)
         raise aep_error(400, "CAT-400", f"schema {schema_id} does not exist")
+    if schema is None and "enabled:true" in (body.get("tags") or {}).get("unifiedProfile", []):
+        raise aep_error(400, "CAT-1101-400", "a dataset on the union schema cannot be enabled for Profile")
+    schema = schema or {}
     tags = body.get("tags") or {}
     if "enabled:true" in tags.get("unifiedProfile", []) and "union" not in (schema.get("meta:immutableTags") or []):
         raise aep_error(400, "CAT-1101-400", "the dataset's schema is not enabled for Profile")

@@ -122,12 +122,34 @@ def create_job(d, req: Req):
     return Resp(200, job)
 
 
-@route("GET", UPS + "/segment/jobs")
-def list_jobs(d, req: Req):
+def newest_jobs(jobs: dict, req: Req) -> tuple[list[dict], int]:
+    """A job listing's items (newest first, ``status`` filtered, all of them) and its ``limit``."""
     limit = int(req.q("limit", "100") or 100)
-    items = sorted(d.jobs.values(), key=lambda j: j["creationTime"], reverse=True)
+    items = sorted(jobs.values(), key=lambda j: j["creationTime"], reverse=True)
     if req.q("status"):
         items = [j for j in items if j["status"] == req.q("status")]
+    return items, limit
+
+
+def job_runs(d, job: dict) -> bool:
+    """Take a job through NEW -> PROCESSING; False when it ends here (the double stops, or the
+    ``fail_job`` fault fails it)."""
+    if not d.sleep(d.delay_s):
+        return False
+    with d.lock:
+        job.update(status="PROCESSING", updateTime=now_ms())
+    if not d.sleep(d.delay_s):
+        return False
+    if d.faults.consume("fail_job"):
+        with d.lock:
+            job.update(status="FAILED", errors=[{"code": "0100000003", "msg": "injected failure"}], updateTime=now_ms())
+        return False
+    return True
+
+
+@route("GET", UPS + "/segment/jobs")
+def list_jobs(d, req: Req):
+    items, limit = newest_jobs(d.jobs, req)
     return {"_page": {"totalCount": len(items), "pageSize": min(limit, len(items))}, "children": items[:limit],
             "link": {}}
 
@@ -142,15 +164,7 @@ def get_job(d, req: Req):
 
 def run_job(d, job_id: str) -> None:
     job = d.jobs[job_id]
-    if not d.sleep(d.delay_s):
-        return
-    with d.lock:
-        job["status"] = "PROCESSING"
-    if not d.sleep(d.delay_s):
-        return
-    if d.faults.consume("fail_job"):
-        with d.lock:
-            job.update(status="FAILED", errors=[{"code": "0100000003", "msg": "injected failure"}], updateTime=now_ms())
+    if not job_runs(d, job):
         return
     counts = {s["segmentId"]: len(evaluate_members(d, s["segmentId"])) for s in job["segments"]}
     with d.lock:
