@@ -14,6 +14,8 @@ import os
 import socket
 from functools import lru_cache
 
+TAG = "cmle.holder"  # the tag that names the holder (on batches and stage runs)
+
 
 def _start_ticks(pid: int) -> str:
     """The process's start time in clock ticks since boot (Linux), or "" where unknown."""

@@ -33,7 +33,7 @@ from cmle.platform.base import BATCH_SUCCESS, Batch, Platform
 log = logging.getLogger(__name__)
 
 KEY_TAG = "cmle.key"
-HOLDER_TAG = "cmle.holder"
+HOLDER_TAG = holder.TAG
 WAIT_LOG_S = 30.0
 # A loading batch whose holder cannot be checked (another host, no record) counts as
 # abandoned once it is this old: uploads of one batch take minutes, not hours.

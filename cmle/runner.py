@@ -8,12 +8,33 @@ from typing import Any
 
 import mlflow
 
-from cmle import __version__, failpoints, locks, redact, storage_schemes, tracking
+from cmle import __version__, failpoints, holder, locks, redact, storage_schemes, tracking
 from cmle.config import Settings
 from cmle.context import Context
 from cmle.stages import get_stage
 
 log = logging.getLogger(__name__)
+
+HOLDER_TAG = holder.TAG  # on every stage run: the process running it
+
+
+def end_abandoned_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED the runs still RUNNING whose process on this host is gone (a killed stage
+    leaves its run RUNNING); runs of live processes or other hosts are left alone. Returns
+    the run ids ended. Best effort: a failure here never stops the stage."""
+    ended = []
+    try:
+        client = mlflow.MlflowClient()
+        running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+        for r in running:
+            if holder.is_alive(r.data.tags.get(HOLDER_TAG, "")) is False:
+                client.set_terminated(r.info.run_id, status="KILLED")
+                ended.append(r.info.run_id)
+    except Exception as exc:  # noqa: BLE001 - bookkeeping of earlier runs only
+        log.debug("could not end abandoned runs: %s", exc)
+    if ended:
+        log.info("marked %d run(s) of processes that are gone as KILLED: %s", len(ended), ", ".join(ended))
+    return ended
 
 
 def run_stage(name: str, settings: Settings, params: dict[str, Any] | None = None,
@@ -40,7 +61,9 @@ def run_stage(name: str, settings: Settings, params: dict[str, Any] | None = Non
         with locks.owner_lock(settings, f"cmle {name} (owner {settings.platform.owner!r})"), \
                 mlflow.start_run(run_name=name, nested=nested) as run:
             mlflow.set_tags({"cmle.stage": name, "cmle.backend": settings.platform.backend,
-                             "cmle.version": __version__})
+                             "cmle.version": __version__, HOLDER_TAG: holder.this_process()})
+            if not nested:
+                end_abandoned_runs(run.info.experiment_id)
             tracking.log_params(values)
             if not nested:
                 tracking.log_params(settings.public_dict(), prefix="config.")

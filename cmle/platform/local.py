@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS owners (kind TEXT NOT NULL, id TEXT NOT NULL, owner T
 # Destinations the embedded platform has, as a sandbox has the destinations set up in it: any
 # other name is refused, as AEP refuses a destination that does not exist.
 DESTINATIONS = ("local-files",)
-HOLDER_TAG = "cmle.holder"
+HOLDER_TAG = holder.TAG
 
 _XDM_ARROW = {"string": pa.string(), "number": pa.float64(), "integer": pa.int64(), "boolean": pa.bool_(),
               "date-time": pa.timestamp("us", tz="UTC"), "date": pa.date32()}

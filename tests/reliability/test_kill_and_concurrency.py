@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 
@@ -72,6 +73,11 @@ def test_killed_main_resumes_to_the_state_of_an_uninterrupted_run(reference, for
     assert logs.count("aborting it") >= 2  # the loading batches of the runs killed while loading
     assert_same_end(state(folder), want)
     pd.testing.assert_frame_equal(newest_scores(folder), newest_scores(ref_folder))
+    # the killed runs are no longer shown as running
+    client = mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=5000)
+    assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
+    assert sum(r.info.status == "KILLED" for r in runs) >= len(KILL_POINTS)
 
 
 def _two_at_once(folder: Path, env: dict) -> list[tuple[int, str]]:
