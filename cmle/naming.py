@@ -139,6 +139,11 @@ def audience(rule_name: str, owner: str) -> str:
     return _title(f"Audience {rule_name}", owner)
 
 
+def sql_audience(rule_name: str, owner: str) -> str:
+    """A Data Distiller SQL audience (``audience --via sql``): it names a table, so it is one."""
+    return _table(f"audience_{rule_name}", owner)
+
+
 # Dataset export (AEP backend: Flow Service connections and dataflows)
 def export_connection(destination: str, owner: str) -> str:
     return _title(f"Export base connection {destination}", owner)

@@ -43,7 +43,7 @@ _FEATURE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
-def _num(x: float) -> str:
+def number(x: float) -> str:
     """A number as PQL writes it: plain decimal, no exponent, no trailing zeros."""
     text = f"{x:.10f}".rstrip("0").rstrip(".")
     return text if text not in ("", "-0") else "0"
@@ -62,9 +62,9 @@ class BandRule:
         attr = f"_{tenant_id}.propensity"
         parts = []
         if self.lower is not None:
-            parts.append(f"{attr} >= {_num(self.lower)}")
+            parts.append(f"{attr} >= {number(self.lower)}")
         if self.upper is not None:
-            parts.append(f"{attr} <= {_num(self.upper)}")
+            parts.append(f"{attr} <= {number(self.upper)}")
         return " and ".join(parts)
 
     def mask(self, scores: pd.DataFrame) -> pd.Series:
@@ -77,13 +77,13 @@ class BandRule:
         return m.fillna(False).astype(bool)
 
     def spec(self) -> str:
-        lo = "" if self.lower is None else _num(self.lower)
-        hi = "" if self.upper is None else _num(self.upper)
+        lo = "" if self.lower is None else number(self.lower)
+        hi = "" if self.upper is None else number(self.upper)
         return f"{self.name}:band:{lo}:{hi}"
 
     def describe(self) -> str:
-        lo = "0" if self.lower is None else _num(self.lower)
-        hi = "1" if self.upper is None else _num(self.upper)
+        lo = "0" if self.lower is None else number(self.lower)
+        hi = "1" if self.upper is None else number(self.upper)
         return f"Profiles with a propensity to convert between {lo} and {hi}"
 
 

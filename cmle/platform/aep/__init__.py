@@ -193,6 +193,10 @@ class AEPPlatform:
         Only on AEP: the embedded platform has no Data Distiller."""
         self.models.run(sql, label, timeout_s)
 
+    def create_sql_audience(self, name: str, select_sql: str, identity_field: str, namespace: str,
+                            timeout_s: float = 3600.0) -> int:
+        return self.models.create_sql_audience(name, select_sql, identity_field, namespace, timeout_s)
+
     def configure_landing_zone(self) -> str:
         """Hand the Data Landing Zone credentials (Azure SAS or AWS STS) to fsspec's
         configuration so that :mod:`cmle.storage` can read the exports; return the landing
