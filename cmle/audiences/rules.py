@@ -43,7 +43,7 @@ _FEATURE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
-def number(x: float) -> str:
+def _num(x: float) -> str:
     """A number as PQL writes it: plain decimal, no exponent, no trailing zeros."""
     text = f"{x:.10f}".rstrip("0").rstrip(".")
     return text if text not in ("", "-0") else "0"
@@ -59,13 +59,16 @@ class BandRule:
     kind = "band"
 
     def pql(self, tenant_id: str) -> str:
-        attr = f"_{tenant_id}.propensity"
+        return self.bounds(f"_{tenant_id}.propensity", "and")
+
+    def bounds(self, attr: str, conjunction: str) -> str:
+        """``attr >= lower <conjunction> attr <= upper`` (the bounds given), in PQL or SQL."""
         parts = []
         if self.lower is not None:
-            parts.append(f"{attr} >= {number(self.lower)}")
+            parts.append(f"{attr} >= {_num(self.lower)}")
         if self.upper is not None:
-            parts.append(f"{attr} <= {number(self.upper)}")
-        return " and ".join(parts)
+            parts.append(f"{attr} <= {_num(self.upper)}")
+        return f" {conjunction} ".join(parts)
 
     def mask(self, scores: pd.DataFrame) -> pd.Series:
         p = pd.to_numeric(scores["propensity"], errors="coerce")
@@ -77,13 +80,13 @@ class BandRule:
         return m.fillna(False).astype(bool)
 
     def spec(self) -> str:
-        lo = "" if self.lower is None else number(self.lower)
-        hi = "" if self.upper is None else number(self.upper)
+        lo = "" if self.lower is None else _num(self.lower)
+        hi = "" if self.upper is None else _num(self.upper)
         return f"{self.name}:band:{lo}:{hi}"
 
     def describe(self) -> str:
-        lo = "0" if self.lower is None else number(self.lower)
-        hi = "1" if self.upper is None else number(self.upper)
+        lo = "0" if self.lower is None else _num(self.lower)
+        hi = "1" if self.upper is None else _num(self.upper)
         return f"Profiles with a propensity to convert between {lo} and {hi}"
 
 

@@ -33,7 +33,7 @@ values are parsed numbers or quoted literals of validated bucket and feature nam
 
 from __future__ import annotations
 
-from cmle.audiences.rules import BandRule, BucketRule, FactorRule, Rule, TopPercentRule, number
+from cmle.audiences.rules import BandRule, BucketRule, FactorRule, Rule, TopPercentRule
 from cmle.columns import ID_COLUMN
 from cmle.errors import ParameterError
 from cmle.features.render import quote_table, tenant_root
@@ -62,12 +62,7 @@ def condition(rule: Rule) -> str:
         features = ", ".join(literal(f) for f in rule.features)
         return f"({condition(rule.rule)}) AND exists(factors, f -> f.feature IN ({features}))"
     if isinstance(rule, BandRule):
-        parts = []
-        if rule.lower is not None:
-            parts.append(f"propensity >= {number(rule.lower)}")
-        if rule.upper is not None:
-            parts.append(f"propensity <= {number(rule.upper)}")
-        return " AND ".join(parts)
+        return rule.bounds("propensity", "AND")
     if isinstance(rule, TopPercentRule):
         return f"percentile >= {rule.min_percentile}"
     if isinstance(rule, BucketRule):
