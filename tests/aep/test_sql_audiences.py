@@ -149,3 +149,18 @@ def test_the_audience_stage_via_sql(aep, double, scores, settings):
     with pytest.raises(ParameterError, match="does not activate"):
         run_stage("audience", settings, {"via": "sql", "destination": "Audience exports"})
 
+
+
+def test_cleanup_drops_the_sql_audiences_with_their_datasets_and_schemas(aep, double, scores, settings):
+    adhoc_before = {k for k, s in double.schemas.items() if s["meta:class"].endswith("/adhoc")}
+    run_stage("audience", settings, {"via": "sql", "rules": "top10:top:10"})
+    run_stage("audience", settings, {"via": "sql", "rules": "top10:top:10"})  # the replaced one's schema went
+    adhoc = {k for k, s in double.schemas.items() if s["meta:class"].endswith("/adhoc")} - adhoc_before
+    assert len(adhoc) == 1
+    name = naming.sql_audience("top10", "cmle")
+    assert [r.kind for r in aep.list_resources() if r.name == name] == ["sqlaudience"]
+    out = run_stage("cleanup", settings)
+    assert out["by_kind"]["sqlaudience"] == 1
+    assert double.sql_audiences == {}
+    assert not [d for d in double.datasets.values() if d["name"] == name]
+    assert not adhoc & set(double.schemas)

@@ -244,8 +244,13 @@ class AEPPlatform:
 
     # --- cleanup ------------------------------------------------------------------------
     def list_resources(self) -> list[Resource]:
-        return [*self.audiences.list_resources(), *self.exports.list_resources(),
-                *self.catalog.dataset_resources(), *self.xdm.list_resources(), *self.models.list_resources()]
+        # a SQL audience's dataset is the audience: DROP AUDIENCE removes both (kind "sqlaudience")
+        datasets = self.catalog.dataset_resources()
+        sql_audiences = [Resource("sqlaudience", r.name, r.name, owner=r.owner) for r in datasets
+                         if naming.is_sql_audience(r.name)]
+        return [*self.audiences.list_resources(), *sql_audiences, *self.exports.list_resources(),
+                *[r for r in datasets if not naming.is_sql_audience(r.name)], *self.xdm.list_resources(),
+                *self.models.list_resources()]
 
     def delete_resource(self, resource: Resource) -> None:
         if resource.kind == "audience":
@@ -261,6 +266,8 @@ class AEPPlatform:
             self.xdm.delete(resource.kind, resource.id)
         elif resource.kind == "model":
             self.models.delete(resource.name)
+        elif resource.kind == "sqlaudience":
+            self.models.drop_audience(resource.name)
         else:
             raise PlatformError(f"cannot delete a {resource.kind} on AEP")
 

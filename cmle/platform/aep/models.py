@@ -39,11 +39,19 @@ class ModelService:
         AUDIENCE``, each a REST query polled to success); its member count."""
         for ident in (name, identity_field, namespace):
             sql.ident(ident)  # plain identifiers only: nothing free-form reaches the statement
-        self.run(audience_sql.drop_audience(name), f"drop audience {name}", timeout_s)
+        self.drop_audience(name, timeout_s)
         self.run(audience_sql.create_audience(name, select_sql, identity_field, namespace),
                  f"create audience {name}", timeout_s)
         frame = self.queries.query(f"SELECT COUNT(*) AS members FROM {quote_table(name)}", timeout_s=600.0)
         return int(frame.iloc[0, 0])
+
+    def drop_audience(self, name: str, timeout_s: float = 600.0) -> None:
+        """``DROP AUDIENCE IF EXISTS``: the audience and its dataset go (idempotent), and the
+        ad-hoc schema Query Service made for that dataset with them (as for a replaced CTAS)."""
+        old = self.queries.catalog.find_dataset(name)
+        self.run(audience_sql.drop_audience(sql.ident(name)), f"drop audience {name}", timeout_s)
+        if old is not None and old.schema_id and self.queries.adhoc_schemas is not None:
+            self.queries.adhoc_schemas.delete_adhoc_schema(old.schema_id)
 
     def list_resources(self) -> list[Resource]:
         try:
