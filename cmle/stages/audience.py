@@ -145,10 +145,15 @@ def sql_audiences(ctx: Context, parsed: list, destination: str, namespace: str) 
     ds = platform.find_dataset(naming.scores_dataset(ctx.owner))
     if ds is None:
         raise NotFoundError("no scores dataset yet: run `score` and `ingest` first")
+    names = {r.name: naming.sql_audience(r.name, ctx.owner) for r in parsed}
+    clash = sorted(r for r in names if list(names.values()).count(names[r]) > 1)
+    if clash:  # a table name folds '-' into '_': two rules would be one audience
+        raise ParameterError(f"audience: with via = sql the rules {clash} name the same audience table "
+                             f"{names[clash[0]]!r}; rename one of them")
     scores = scores_dataset(platform, ctx.owner, namespace)  # the same dataset; checks its identity namespace
     rows = []
     for r in parsed:
-        name = naming.sql_audience(r.name, ctx.owner)
+        name = names[r.name]
         select = audience_sql.select(r, scores.table, platform.tenant_id)
         members = platform.create_sql_audience(name, select, ID_COLUMN, namespace)
         statement = audience_sql.create_audience(name, select, ID_COLUMN, namespace)

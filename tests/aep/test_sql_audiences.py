@@ -164,3 +164,9 @@ def test_cleanup_drops_the_sql_audiences_with_their_datasets_and_schemas(aep, do
     assert double.sql_audiences == {}
     assert not [d for d in double.datasets.values() if d["name"] == name]
     assert not adhoc & set(double.schemas)
+
+
+def test_rules_that_fold_to_one_audience_name_are_refused_before_any_work(aep, double, scores, settings):
+    with pytest.raises(ParameterError, match="name the same audience table"):
+        run_stage("audience", settings, {"via": "sql", "rules": "top-10:top:10;top_10:top:20"})
+    assert double.sql_audiences == {}
