@@ -139,6 +139,19 @@ def audience(rule_name: str, owner: str) -> str:
     return _title(f"Audience {rule_name}", owner)
 
 
+SQL_AUDIENCE_PREFIX = f"{TABLE_PREFIX}audience_"
+
+
+def sql_audience(rule_name: str, owner: str) -> str:
+    """A Data Distiller SQL audience (``audience --via sql``): it names a table, so it is one."""
+    return _table(f"audience_{rule_name}", owner)
+
+
+def is_sql_audience(name: str) -> bool:
+    """Whether a dataset (table) name is one of :func:`sql_audience`'s."""
+    return name.startswith(SQL_AUDIENCE_PREFIX)
+
+
 # Dataset export (AEP backend: Flow Service connections and dataflows)
 def export_connection(destination: str, owner: str) -> str:
     return _title(f"Export base connection {destination}", owner)

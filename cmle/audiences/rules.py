@@ -59,13 +59,16 @@ class BandRule:
     kind = "band"
 
     def pql(self, tenant_id: str) -> str:
-        attr = f"_{tenant_id}.propensity"
+        return self.bounds(f"_{tenant_id}.propensity", "and")
+
+    def bounds(self, attr: str, conjunction: str) -> str:
+        """``attr >= lower <conjunction> attr <= upper`` (the bounds given), in PQL or SQL."""
         parts = []
         if self.lower is not None:
             parts.append(f"{attr} >= {_num(self.lower)}")
         if self.upper is not None:
             parts.append(f"{attr} <= {_num(self.upper)}")
-        return " and ".join(parts)
+        return f" {conjunction} ".join(parts)
 
     def mask(self, scores: pd.DataFrame) -> pd.Series:
         p = pd.to_numeric(scores["propensity"], errors="coerce")

@@ -196,6 +196,13 @@ class Platform(Protocol):
     def activate_audience(self, audience: Audience, destination: str, fields: list[str]) -> Activation:
         """Send the audience's members (identity and ``fields``) to a destination."""
 
+    def create_sql_audience(self, name: str, select_sql: str, identity_field: str, namespace: str,
+                            timeout_s: float = 3600.0) -> int:
+        """Data Distiller SQL audience ``name`` (``CREATE AUDIENCE ... AS (select_sql)``, the
+        primary identity the root column ``identity_field`` in ``namespace``), replacing one of
+        that name (``DROP AUDIENCE IF EXISTS`` first); returns its member count. AEP only: the
+        embedded platform raises ParameterError (see :mod:`cmle.audiences.sql`)."""
+
     # --- profile ------------------------------------------------------------------------
     def profile_attributes(self, fields: list[str]) -> "pd.DataFrame":
         """Merged profile attributes (latest value per identity) for ``fields``, with ``userid``."""

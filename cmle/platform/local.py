@@ -765,6 +765,12 @@ class LocalPlatform:
                                 f"destinations are: {', '.join(DESTINATIONS)} (or leave destination empty to skip "
                                 "activation)")
 
+    def create_sql_audience(self, name: str, select_sql: str, identity_field: str, namespace: str,
+                            timeout_s: float = 3600.0) -> int:
+        from cmle.audiences.sql import needs_aep
+
+        raise needs_aep(self.backend)
+
     def activate_audience(self, audience: Audience, destination: str, fields: list[str]) -> Activation:
         self.check_destination(destination)
         dest = self.root / "destinations" / naming.table_name(destination)

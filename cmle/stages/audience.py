@@ -11,6 +11,13 @@ platform records every send, success or failure. ``local-files`` exists only on 
 embedded platform: on AEP the default means "no destination configured", and activation
 is skipped with a note saying how to name one (a batch destination dataflow set up once in
 the sandbox).
+
+With ``via = sql`` (AEP only) each rule becomes a Data Distiller SQL audience instead
+(``CREATE AUDIENCE ... AS (SELECT ...)`` over the owner's scores dataset, each profile's newest
+score; see :mod:`cmle.audiences.sql`), named ``naming.sql_audience(rule, owner)`` and replaced on
+every run. Adobe's limits apply: its dataset is not enabled for Profile, it can be activated to
+file-based destinations only (set up in the sandbox's Destinations UI, not by this stage) and
+Adobe deletes it after 30 days, so re-run the stage to keep it.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import mlflow
 import pandas as pd
 
 from cmle import modelspec, naming, tracking
+from cmle.audiences import sql as audience_sql
 from cmle.audiences.plots import reach_figure
 from cmle.audiences.rules import DEFAULT_RULES, parse_rules, reach_curve, uses_factors
 from cmle.columns import ID_COLUMN
@@ -28,12 +36,14 @@ from cmle.context import Context
 from cmle.errors import NotFoundError, ParameterError, PlatformError
 from cmle.scoring.schema import SCORE_COLUMNS
 from cmle.stages import SPEC_PARAM, Param, Stage
+from cmle.stages.ingest import scores_dataset
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DESTINATION = "local-files"  # the embedded platform's folder destination
 DEFAULT_FIELDS = "propensity,score,percentile,decile,bucket,model_version"
 _RULE_FIELDS = ["propensity", "percentile", "bucket"]
+VIAS = ("segments", "sql")
 
 
 def parse_fields(text: str) -> list[str]:
@@ -58,11 +68,14 @@ def resolve_destination(backend: str, destination: str) -> tuple[str, str]:
 
 
 def audience(ctx: Context, rules: str = DEFAULT_RULES, destination: str = DEFAULT_DESTINATION,
-             fields: str = DEFAULT_FIELDS, spec: str = "") -> dict:
+             fields: str = DEFAULT_FIELDS, spec: str = "", via: str = "segments") -> dict:
     parsed = parse_rules(rules)
-    goal = modelspec.spec_for(ctx.settings, spec).goal.phrase()
+    model_spec = modelspec.spec_for(ctx.settings, spec)
+    goal = model_spec.goal.phrase()
     member_fields = parse_fields(fields)
     platform = ctx.platform
+    if via == "sql":
+        return sql_audiences(ctx, parsed, destination, model_spec.events.identity.namespace)
     check_destination = getattr(platform, "check_destination", None)
     if destination.strip() and check_destination is not None:
         check_destination(destination.strip())  # a typo fails before anything is created
@@ -118,6 +131,44 @@ def audience(ctx: Context, rules: str = DEFAULT_RULES, destination: str = DEFAUL
     }
 
 
+def sql_audiences(ctx: Context, parsed: list, destination: str, namespace: str) -> dict:
+    """``via = sql``: one Data Distiller SQL audience per rule over the scores dataset, replaced
+    on every run; their member counts logged with the statements. No activation: Adobe
+    activates these audiences to file-based destinations set up in the sandbox."""
+    platform = ctx.platform
+    if platform.backend != "aep":
+        raise audience_sql.needs_aep(platform.backend)
+    if destination.strip() and destination.strip() != DEFAULT_DESTINATION:
+        raise ParameterError(f"audience: via = sql does not activate (destination = {destination.strip()!r}): Data "
+                             "Distiller audiences go to file-based destinations mapped in the sandbox's Destinations "
+                             "UI. Leave destination at its default or empty, or use via = segments")
+    ds = platform.find_dataset(naming.scores_dataset(ctx.owner))
+    if ds is None:
+        raise NotFoundError("no scores dataset yet: run `score` and `ingest` first")
+    names = {r.name: naming.sql_audience(r.name, ctx.owner) for r in parsed}
+    clash = sorted(r for r in names if list(names.values()).count(names[r]) > 1)
+    if clash:  # a table name folds '-' into '_': two rules would be one audience
+        raise ParameterError(f"audience: with via = sql the rules {clash} name the same audience table "
+                             f"{names[clash[0]]!r}; rename one of them")
+    scores = scores_dataset(platform, ctx.owner, namespace)  # the same dataset; checks its identity namespace
+    rows = []
+    for r in parsed:
+        name = names[r.name]
+        select = audience_sql.select(r, scores.table, platform.tenant_id)
+        members = platform.create_sql_audience(name, select, ID_COLUMN, namespace)
+        statement = audience_sql.create_audience(name, select, ID_COLUMN, namespace)
+        rows.append({"rule": r.name, "kind": r.kind, "spec": r.spec(), "audience": name, "members": members,
+                     "sql": statement})
+        mlflow.log_text(statement + "\n", f"audiences/sql/{r.name}.sql")
+    report = pd.DataFrame(rows)
+    mlflow.log_metrics({f"members_{row['rule']}": float(row["members"]) for row in rows})
+    tracking.log_table(report.drop(columns="sql"), "audiences/audiences.csv")
+    mlflow.set_tag("audience_via", "sql")
+    return {"via": "sql", "audiences": {row["rule"]: {"name": row["audience"], "members": row["members"],
+                                                      "sql": row["sql"]} for row in rows},
+            "destination": "", "activations": []}
+
+
 def _warn_unknown_factors(rules, scored: pd.DataFrame) -> None:
     """Say so when a rule names a feature that is no profile's factor (a typo selects nobody)."""
     seen = {f.get("feature") for fs in scored.get("factors", pd.Series(dtype=object)).dropna() for f in fs
@@ -139,6 +190,10 @@ STAGE = Stage(
         Param("destination", str, DEFAULT_DESTINATION, "destination to activate the audiences to; empty = skip"),
         Param("fields", str, DEFAULT_FIELDS, "score fields sent with each member's identity, comma-separated"),
         SPEC_PARAM,
+        Param("via", str, "segments",
+              "how audiences are built: 'segments' (Segmentation API over Profile, evaluated and activated) or 'sql' "
+              "(AEP only: Data Distiller SQL audiences, CREATE AUDIENCE ... AS SELECT over the scores dataset; not "
+              "Profile-enabled, file-based destinations only, deleted by Adobe after 30 days)", choices=VIAS),
     ),
     help="Create audiences from score rules (band, top percent, bucket), evaluate them, log the reach curve "
          "and activate them to a destination.",

@@ -7,7 +7,8 @@ resources without any record (kinds AEP cannot tag) are matched by name, with
 :func:`cmle.naming.is_ours`, whose names are injective per owner. They are deleted in
 dependency order (audiences and flows before datasets, datasets before schemas,
 schemas before field groups); deleting a CTAS dataset also deletes the ad-hoc schema the
-platform made for it. The export files of every deleted dataset are removed from where the
+platform made for it. On AEP a Data Distiller SQL audience (``audience --via sql``) is found
+by its dataset and removed with ``DROP AUDIENCE`` (kind ``sqlaudience``). The export files of every deleted dataset are removed from where the
 platform exports (:func:`cmle.exports.export_root`: ``[Cloud] storage_url``, or on AEP the
 Data Landing Zone, never the local default folder), and the score files from the score
 folder. Re-running finds nothing more to delete. The MLflow registry is not touched:
@@ -28,7 +29,7 @@ from cmle.stages import Param, Stage
 log = logging.getLogger(__name__)
 
 # Lower sorts first: what depends on something is deleted before it.
-_ORDER = {"audience": 0, "flow": 1, "connection": 2, "dataset": 3, "descriptor": 4, "schema": 5, "fieldgroup": 6}
+_ORDER = {"audience": 0, "sqlaudience": 0, "flow": 1, "connection": 2, "dataset": 3, "descriptor": 4, "schema": 5, "fieldgroup": 6}
 
 
 def is_owned(resource: Resource, owner: str) -> bool:

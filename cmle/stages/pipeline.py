@@ -43,6 +43,10 @@ def run_pipeline(ctx: Context, skip: str = "", **values: Any) -> dict:
     from cmle.runner import run_stage
 
     skipped = parse_skip(skip)
+    if values.get("via") == "sql" and "audience" not in skipped and ctx.platform.backend != "aep":
+        from cmle.audiences.sql import needs_aep
+
+        raise needs_aep(ctx.platform.backend)  # before any stage runs, not at the end
     outputs: dict[str, dict] = {}
     carried: dict[str, Any] = {}
     for name in STAGE_ORDER:

@@ -86,3 +86,14 @@ def test_the_local_default_destination_means_none_on_aep():
     assert dest == "" and "no destination configured" in note and "destination dataflow" in note
     assert resolve_destination("aep", " Audience exports ") == ("Audience exports", "")
     assert resolve_destination("aep", "") == ("", "")
+
+
+def test_via_sql_needs_aep_and_says_so_before_any_work(settings, platform, mlflow_store):
+    needs = "via = sql creates Data Distiller SQL audiences in AEP Query Service, which the local platform does not have"
+    with pytest.raises(ParameterError, match=needs):
+        run_stage("audience", settings, {"via": "sql"})
+    with pytest.raises(ParameterError, match=needs):
+        platform.create_sql_audience(naming.sql_audience("top10", "cmle"), "SELECT 1", "userid", "ECID")
+    with pytest.raises(ParameterError, match=needs):
+        run_stage("main", settings, {"via": "sql", "profiles": 50})
+    assert not [r for r in platform.list_resources() if r.kind in ("audience", "dataset")]

@@ -193,6 +193,10 @@ class AEPPlatform:
         Only on AEP: the embedded platform has no Data Distiller."""
         self.models.run(sql, label, timeout_s)
 
+    def create_sql_audience(self, name: str, select_sql: str, identity_field: str, namespace: str,
+                            timeout_s: float = 3600.0) -> int:
+        return self.models.create_sql_audience(name, select_sql, identity_field, namespace, timeout_s)
+
     def configure_landing_zone(self) -> str:
         """Hand the Data Landing Zone credentials (Azure SAS or AWS STS) to fsspec's
         configuration so that :mod:`cmle.storage` can read the exports; return the landing
@@ -240,8 +244,13 @@ class AEPPlatform:
 
     # --- cleanup ------------------------------------------------------------------------
     def list_resources(self) -> list[Resource]:
-        return [*self.audiences.list_resources(), *self.exports.list_resources(),
-                *self.catalog.dataset_resources(), *self.xdm.list_resources(), *self.models.list_resources()]
+        # a SQL audience's dataset is the audience: DROP AUDIENCE removes both (kind "sqlaudience")
+        datasets = self.catalog.dataset_resources()
+        sql_audiences = [Resource("sqlaudience", r.name, r.name, owner=r.owner) for r in datasets
+                         if naming.is_sql_audience(r.name)]
+        return [*self.audiences.list_resources(), *sql_audiences, *self.exports.list_resources(),
+                *[r for r in datasets if not naming.is_sql_audience(r.name)], *self.xdm.list_resources(),
+                *self.models.list_resources()]
 
     def delete_resource(self, resource: Resource) -> None:
         if resource.kind == "audience":
@@ -257,6 +266,8 @@ class AEPPlatform:
             self.xdm.delete(resource.kind, resource.id)
         elif resource.kind == "model":
             self.models.delete(resource.name)
+        elif resource.kind == "sqlaudience":
+            self.models.drop_audience(resource.name)
         else:
             raise PlatformError(f"cannot delete a {resource.kind} on AEP")
 

@@ -109,6 +109,7 @@ class AEPDouble:
         self.batch_files: dict[str, dict[str, bytes]] = {}
         self.chunks: dict[tuple[str, str], dict[int, bytes]] = {}  # large-file uploads in progress
         self.queries: dict[str, dict] = {}
+        self.sql_audiences: dict[str, dict] = {}  # Data Distiller SQL audiences by name (ddaud)
         self.query_pids: dict[str, int] = {}
         self.connections: dict[str, dict] = {}
         self.source_connections: dict[str, dict] = {}

@@ -20,7 +20,8 @@ here before PostgreSQL sees it. Rules beyond sqlglot's Spark -> Postgres transpi
   ``identityMap['ECID'][0].id`` becomes ``"identityMap" -> 'ECID' -> 0 ->> 'id'``,
   ``size(x)`` ``jsonb_array_length(x)``, and the per-row sum over an array's elements,
   ``aggregate(transform(arr, v -> CAST(v.f AS DOUBLE)), 0D, (acc, y) -> acc + COALESCE(y, 0D))``,
-  a ``SUM`` over ``jsonb_array_elements(arr)``.
+  a ``SUM`` over ``jsonb_array_elements(arr)``, and Spark's ``exists(arr, f -> <predicate on
+  f.field>)`` an ``EXISTS (SELECT 1 FROM jsonb_array_elements(arr) ...)``.
 
 Limitation (documented in the README of the double): composite values come back to a
 client as PostgreSQL row literals, not as Spark structs; stages select leaf fields.
@@ -256,6 +257,32 @@ def _rewrite_json(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
         return sqlglot.parse_one(f"CASE WHEN {arr} IS NULL THEN NULL ELSE COALESCE((SELECT SUM(CAST({elem} AS DOUBLE "
                                  f"PRECISION)) FROM jsonb_array_elements({arr}) AS \"{var}\"), 0) END", read="postgres")
 
+    def array_exists(node: exp.Exists):
+        lam = node.args.get("expression")
+        if not isinstance(lam, exp.Lambda) or len(lam.expressions) != 1:
+            return None  # EXISTS (subquery): PostgreSQL's own
+        chain = _json_chain(node.this, catalog)
+        arr = _json_sql(_pg(chain[0]), chain[1], text=False) if chain else \
+            _pg(node.this) if _json_base(node.this, catalog) else None
+        if arr is None:
+            return None
+        var = lam.expressions[0].name
+        body = lam.this.copy()
+        for dot in list(body.find_all(exp.Dot)):
+            steps, cur = [], dot
+            while isinstance(cur, exp.Dot):
+                steps.append(cur.expression.name)
+                cur = cur.this
+            if isinstance(cur, (exp.Identifier, exp.Column)) and cur.name == var:
+                dot.replace(sqlglot.parse_one(_json_sql(f'"{var}"', list(reversed(steps)), text=True),
+                                              read="postgres"))
+        return sqlglot.parse_one(f'EXISTS (SELECT 1 FROM jsonb_array_elements({arr}) AS "{var}" WHERE {_pg(body)})',
+                                 read="postgres")
+
+    for node in list(tree.find_all(exp.Exists)):
+        new = array_exists(node)
+        if new is not None:
+            node.replace(new)
     for node in list(tree.find_all(exp.Reduce)):
         new = array_sum(node)
         if new is not None:

@@ -8,7 +8,9 @@ ad-hoc schema of the Schema Registry, with its rows as one successful batch; ``I
 t SELECT ...`` appends a batch to the dataset of table ``t`` (its columns must be the
 dataset's, in order); ``DROP TABLE t`` deletes the dataset of table ``t`` but, as on AEP,
 not its ad-hoc schema. Data Distiller's model statements (``CREATE MODEL`` and the rest,
-:mod:`.ddml`) run in the double itself.
+:mod:`.ddml`) run in the double itself; its SQL audiences (``CREATE AUDIENCE``, ``DROP
+AUDIENCE``, :mod:`.ddaud`) are checked there and run as the CTAS or DROP TABLE of their
+dataset, the audience recorded once that succeeded.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from . import ddml, sqlxlate
+from . import ddaud, ddml, sqlxlate
 from .router import Req, Resp, aep_error, route
 from .server import new_id
 from .svc_catalog import add_ctas_batch, register_dataset, table_of
@@ -111,7 +113,18 @@ def run_query(d, qid: str) -> None:
         _finish(d, q, "FAILED", [{"code": "58000", "message": "injected failure: the query engine failed"}])
         return
     sql = q["request"]["sql"]
-    if ddml.is_model_sql(sql):  # Data Distiller's SQL ML (CREATE MODEL, ...): run by the double itself
+    on_success = None
+    if ddaud.is_audience_sql(sql):  # Data Distiller's SQL audiences: checked here, run as their dataset's SQL
+        try:
+            sql, on_success = _plan_audience_statement(d, sql)
+        except ddaud.AudienceError as exc:
+            _finish(d, q, "FAILED", [{"code": "42601", "message": str(exc)}])
+            return
+        except (psycopg2.Error, sqlxlate.TranslationError) as exc:
+            message = (getattr(exc, "pgerror", None) or str(exc)).strip()
+            _finish(d, q, "FAILED", [{"code": getattr(exc, "pgcode", None) or "42601", "message": message}])
+            return
+    elif ddml.is_model_sql(sql):  # Data Distiller's SQL ML (CREATE MODEL, ...): run by the double itself
         try:
             sql = _run_model_statement(d, sql)
         except ddml.ModelError as exc:
@@ -210,6 +223,8 @@ def run_query(d, qid: str) -> None:
         else:
             ds_id = next(k for k, v in list(d.datasets.items()) if table_of(v) == table)
         add_ctas_batch(d, ds_id, data, b_id)
+    if on_success is not None:
+        on_success()
     with d.lock:
         q["rowCount"] = rowcount
         q["elapsedTime"] = int((dt.datetime.now() - started).total_seconds() * 1000)
@@ -229,6 +244,17 @@ def _run_model_statement(d, sql: str) -> str | None:
         con.commit()
         return out
     finally:
+        con.close()
+
+
+def _plan_audience_statement(d, sql: str):
+    """An audience statement checked against the data (read only): (Spark SQL, on-success hook)."""
+    con = d.pg.admin_connect(d.db, autocommit=False)
+    try:
+        with con.cursor() as cur:
+            return ddaud.plan(d, sql, cur, lambda s: sqlxlate.translate(s, sqlxlate.load_catalog(cur)))
+    finally:
+        con.rollback()
         con.close()
 
 
