@@ -71,3 +71,40 @@ def spark(tmp_path_factory):
 
     warehouse = tmp_path_factory.mktemp("spark-warehouse")
     return get_spark(conf={"spark.sql.warehouse.dir": str(warehouse)})
+
+
+# --- the AEP fault-injection tally, printed at the end of the session ------------------------
+# With pytest-xdist the fault tests run in a worker: the worker hands its tally to the
+# controller (workeroutput), which prints it; in one process it is printed directly.
+def _fault_tally() -> list[str]:
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        if name.endswith("test_faults") and hasattr(module, "tally_lines"):
+            return module.tally_lines()
+    return []
+
+
+def pytest_sessionfinish(session):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["aep_fault_tally"] = _fault_tally()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    lines = getattr(node, "workeroutput", {}).get("aep_fault_tally")
+    if lines:
+        node.config.stash[_TALLY] = lines
+
+
+_TALLY = pytest.StashKey[list]()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the fault-injection tally when the fault tests ran."""
+    lines = terminalreporter.config.stash.get(_TALLY, None) or _fault_tally()
+    if lines:
+        terminalreporter.write_sep("-", "AEP double")
+        for line in lines:
+            terminalreporter.write_line(line)

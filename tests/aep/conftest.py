@@ -84,18 +84,6 @@ def _quiet_aepp():
     logging.getLogger("aepp").setLevel(logging.WARNING)
 
 
-def pytest_terminal_summary(terminalreporter):
-    """Print the fault-injection tally when the fault tests ran."""
-    import sys
-
-    module = sys.modules.get("aep.test_faults")
-    lines = module.tally_lines() if module is not None else []
-    if lines:
-        terminalreporter.write_sep("-", "AEP double")
-        for line in lines:
-            terminalreporter.write_line(line)
-
-
 def pytest_collection_modifyitems(config, items):
     """Tests that start the PostgreSQL server carry the ``postgres`` marker."""
     for item in items:
