@@ -112,12 +112,15 @@ def ratio_interval(settings, cell: Cell, repeats: int = 200, seed: int = 0) -> t
     """90 % interval of model AUC / oracle AUC over bootstrap resamples of the cell's holdout."""
     import pandas as pd
 
+    from cmle.model import artifact
     from cmle.stages.train import oracle_propensity
 
     path = mlflow.artifacts.download_artifacts(run_id=cell.values["run_id"], artifact_path="holdout/holdout.parquet")
     holdout = pd.read_parquet(path)
     model = mlflow.pyfunc.load_model(cell.values["model_uri"])
-    p = model.predict(holdout.drop(columns=["label"]))["propensity"].to_numpy()
+    # as score and promote feed it: the signature's columns, counts cast to double
+    rows = artifact.conform_input(holdout.drop(columns=["label"]), model.metadata.get_input_schema())
+    p = model.predict(rows)["propensity"].to_numpy()
     latent = oracle_propensity(settings, holdout)
     y = holdout["label"].to_numpy()
     rng = np.random.default_rng(seed)
@@ -185,6 +188,13 @@ def main() -> int:
     for i, cell in enumerate(cells, 1):
         try:
             run_cell(settings, cell, args.end_date, train_params)
+            v = cell.values
+            # a miss gets its ratio's bootstrap interval now, while the project holds this
+            # cell's data (the oracle is read from the current synthetic data)
+            if v and not np.isnan(v["ratio"]) and (v["ratio"] < RATIO_FLOOR or v["ece"] > ECE_GOAL):
+                lo, hi = ratio_interval(settings, cell)
+                cell.note = (f"MISS: {v['holdout_positives']} holdout positives; ratio 90% bootstrap interval "
+                             f"[{lo:.3f}, {hi:.3f}]")
         except Exception as exc:  # noqa: BLE001 - one failing cell must not lose the others
             cell.status, cell.note = "failed", f"{type(exc).__name__}: {exc}"
         loads.append(os.getloadavg()[0])
@@ -196,11 +206,6 @@ def main() -> int:
 
     done = [c for c in cells if c.status == "ok"]
     rated = [c for c in done if not np.isnan(c.values["ratio"])]
-    misses = [c for c in rated if c.values["ratio"] < RATIO_FLOOR or c.values["ece"] > ECE_GOAL]
-    for c in misses:
-        lo, hi = ratio_interval(settings, c)
-        c.note = (f"MISS: {c.values['holdout_positives']} holdout positives; ratio 90% bootstrap interval "
-                  f"[{lo:.3f}, {hi:.3f}]")
     print()
     print_table(cells)
     print()
