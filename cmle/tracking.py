@@ -194,6 +194,7 @@ def mark_cached(key: str) -> None:
 
 
 FEATURE_MANIFEST_ARTIFACT = "features/feature_manifest.json"
+FEATURIZE_MANIFEST_ARTIFACT = "featurize/feature_spec.json"  # what featurize logs about its sets
 
 
 def feature_descriptions(run_id: str) -> dict[str, str]:
@@ -206,3 +207,22 @@ def feature_descriptions(run_id: str) -> dict[str, str]:
     except Exception:  # noqa: BLE001 - absent manifest: the feature names are used as they are
         return {}
     return {f["name"]: f.get("description", "") for f in manifest.get("features", [])}
+
+
+def featurize_manifest(tag: str, value: str) -> dict | None:
+    """The manifest logged by the newest featurize run of the active experiment whose ``tag``
+    is ``value`` (the version of a set it built); None without an active run, such a run or
+    its manifest. Best effort: lineage lookups never fail a stage."""
+    active = mlflow.active_run()
+    if active is None or not value:
+        return None
+    try:
+        runs = mlflow.search_runs(experiment_ids=[active.info.experiment_id], output_format="list",
+                                  filter_string=f"tags.`{tag}` = '{value}'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            return None
+        return mlflow.artifacts.load_dict(f"runs:/{runs[0].info.run_id}/{FEATURIZE_MANIFEST_ARTIFACT}")
+    except Exception as exc:  # noqa: BLE001
+        log.debug("featurize manifest lookup (%s = %s) failed: %s", tag, value, exc)
+        return None

@@ -11,17 +11,11 @@ of the scoring set it built (:data:`SCORING_SET_TAG`); ``score`` refuses a misma
 
 from __future__ import annotations
 
-import logging
-
-import mlflow
-
+from cmle import tracking
 from cmle.registry import TAG_PREFIX
-
-log = logging.getLogger(__name__)
 
 LOOKBACK_TAG = f"{TAG_PREFIX}lookback_days"  # on a model version: the look-back its features used
 SCORING_SET_TAG = f"{TAG_PREFIX}scoring_set_version"  # on a featurize run: the scoring set it built
-MANIFEST_ARTIFACT = "featurize/feature_spec.json"
 
 
 def model_lookback(tags: dict | None) -> int | None:
@@ -36,19 +30,10 @@ def model_lookback(tags: dict | None) -> int | None:
 def scoring_set_lookback(set_version: str) -> int | None:
     """The look-back of the featurize run that built this version of the scoring set (its
     manifest); None when no run of the active experiment records it."""
-    active = mlflow.active_run()
-    if active is None or not set_version:
-        return None
+    manifest = tracking.featurize_manifest(SCORING_SET_TAG, set_version)
     try:
-        runs = mlflow.search_runs(experiment_ids=[active.info.experiment_id], output_format="list",
-                                  filter_string=f"tags.`{SCORING_SET_TAG}` = '{set_version}'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)
-        if not runs:
-            return None
-        manifest = mlflow.artifacts.load_dict(f"runs:/{runs[0].info.run_id}/{MANIFEST_ARTIFACT}")
-        return int(manifest["lookback_days"])
-    except Exception as exc:  # noqa: BLE001 - lineage is best effort; unknown means unchecked
-        log.debug("scoring set look-back lookup failed: %s", exc)
+        return int(manifest["lookback_days"]) if manifest else None
+    except (KeyError, TypeError, ValueError):
         return None
 
 

@@ -305,7 +305,7 @@ def _build_sets(ctx: Context, spec: ModelSpec, events: Dataset, profiles: Datase
         manifest = plan.manifest() | {"snapshot_ts": out["snapshot_ts"], "scoring_ts": out["scoring_ts"],
                                       "categorical": plan.categorical_columns,
                                       "cmle_features": fspec.notebook_feature_columns() if spec.notebooks_goal else []}
-        tracking.log_dict(manifest, "featurize/feature_spec.json")
+        tracking.log_dict(manifest, tracking.FEATURIZE_MANIFEST_ARTIFACT)
         if spec.source and spec.source != "<spec>":
             mlflow.log_text(yaml_text(spec), "featurize/model_spec.yaml")
         mlflow.set_tags({"cmle.spec": spec.name, "cmle.spec_fingerprint": spec.fingerprint})

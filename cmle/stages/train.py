@@ -73,7 +73,6 @@ REFERENCE_TAG = f"{TAG_PREFIX}reference_uri"  # the drift reference monitor comp
 OUTCOME_DAYS_TAG = f"{TAG_PREFIX}outcome_days"  # the label's outcome window, for realised outcomes
 MIN_TUNE_ROWS = 50
 METRIC_TAGS = ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "lift_decile_1")
-MANIFEST_ARTIFACT = "featurize/feature_spec.json"
 
 
 @dataclass
@@ -126,20 +125,14 @@ def feature_manifest(ctx: Context, source: Source, spec: modelspec.ModelSpec) ->
 
 def _logged_manifest(ctx: Context, source: Source) -> dict | None:
     """The manifest artifact of the featurize run that wrote this version of the training set."""
-    active = mlflow.active_run()
-    if active is None or not source.dataset_id:
+    if not source.dataset_id or mlflow.active_run() is None:
         return None
     try:
         version = ingestion.dataset_version(ctx.platform, source.dataset_id)
-        runs = mlflow.search_runs(experiment_ids=[active.info.experiment_id], output_format="list",
-                                  filter_string=f"tags.`{SET_VERSION_TAG}` = '{version}'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)
-        if not runs:
-            return None
-        return mlflow.artifacts.load_dict(f"runs:/{runs[0].info.run_id}/{MANIFEST_ARTIFACT}")
-    except Exception as exc:  # noqa: BLE001 - lineage is best effort; the spec's plan is the fallback
-        log.debug("featurize manifest lookup failed: %s", exc)
+    except CmleError as exc:  # lineage is best effort; the spec's plan is the fallback
+        log.debug("training set version unknown: %s", exc)
         return None
+    return tracking.featurize_manifest(SET_VERSION_TAG, version)
 
 
 def fingerprint(source: Source, params: dict[str, Any]) -> str:
